@@ -1,0 +1,146 @@
+// accumulate: Σ w_i·x_i over K broadcastable tensors in one pass, and its backward ops (scale_many, dot_many).
+#include "ops.h"
+
+#include <ATen/ops/cat.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/native/TypeProperties.h>
+
+#include <vector>
+
+namespace safe_ops {
+namespace {
+
+void check_tensor_list(at::TensorList tensors, const char* name) {
+  TORCH_CHECK(!tensors.empty(), "safe_ops.", name, " expects a non-empty list of tensors");
+}
+
+void check_weights_tensor(const at::Tensor& weights, int64_t k, const char* name) {
+  TORCH_CHECK(weights.dim() == 1 && weights.size(0) == k, "safe_ops.", name,
+              ": weights must be a 1-D tensor with one entry per tensor (", k, "), got shape ", weights.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(weights.scalar_type()), "safe_ops.", name,
+                   ": weights must be a floating tensor, got ", weights.scalar_type());
+}
+
+// Torch's promotion for Σ weights[i]·tensors[i]: the tensors as they are, each weights[i] as a 0-dim tensor.
+at::ScalarType accumulate_dtype(at::TensorList tensors, const at::Tensor& weights) {
+  at::native::ResultTypeState state{};
+  for (const auto& t : tensors) state = at::native::update_result_type_state(t, state);
+  if (weights.defined()) {
+    state.zeroResult = state.zeroResult == at::ScalarType::Undefined
+                           ? weights.scalar_type()
+                           : at::promoteTypes(state.zeroResult, weights.scalar_type());
+  }
+  return at::native::result_type(state);
+}
+
+// The weights as the kernels read them: float64, contiguous, on the op's device.
+at::Tensor device_weights(const at::Tensor& weights, c10::Device device) {
+  return weights.to(device, at::kDouble).contiguous();
+}
+
+at::Tensor accumulate_into(const at::Tensor& out, at::TensorList tensors, std::optional<at::ArrayRef<double>> weights,
+                           const at::Tensor& weights_tensor, const char* name) {
+  check_tensor_list(tensors, name);
+  const int64_t k = static_cast<int64_t>(tensors.size());
+  if (weights.has_value()) {
+    TORCH_CHECK(static_cast<int64_t>(weights->size()) == k, "safe_ops.", name, ": got ", weights->size(),
+                " weights for ", k, " tensors");
+  }
+  if (weights_tensor.defined()) check_weights_tensor(weights_tensor, k, name);
+  const at::ScalarType dtype = accumulate_dtype(tensors, weights_tensor);
+  check_result_dtype(dtype, name);
+  if (out.defined()) check_inplace_result(out, dtype, name);
+
+  // In place, `out` is both the output and the first input, with weight 1.
+  std::vector<at::Tensor> inputs;
+  std::vector<double> w;
+  inputs.reserve(k + 1);
+  w.reserve(k + 1);
+  if (out.defined()) {
+    inputs.push_back(out);
+    w.push_back(1.0);
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    inputs.push_back(tensors[i]);
+    w.push_back(weights.has_value() ? (*weights)[i] : 1.0);
+  }
+  LinearCoeffs coeffs;
+  coeffs.weights = w;
+  if (weights_tensor.defined()) {
+    const c10::Device device = out.defined() ? out.device() : common_device(tensors);
+    at::Tensor wt = device_weights(weights_tensor, device);
+    if (out.defined()) wt = at::cat({at::ones({1}, wt.options()), wt});
+    coeffs.weights_tensor = wt;
+  }
+  return run_linear_combination(out, inputs, coeffs, dtype);
+}
+
+at::Tensor accumulate(at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
+  return accumulate_into(at::Tensor(), tensors, weights, at::Tensor(), "accumulate");
+}
+at::Tensor accumulate_weights_tensor(at::TensorList tensors, const at::Tensor& weights) {
+  return accumulate_into(at::Tensor(), tensors, std::nullopt, weights, "accumulate");
+}
+void accumulate_(at::Tensor& out, at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
+  accumulate_into(out, tensors, weights, at::Tensor(), "accumulate_inplace");
+}
+void accumulate_weights_tensor_(at::Tensor& out, at::TensorList tensors, const at::Tensor& weights) {
+  accumulate_into(out, tensors, std::nullopt, weights, "accumulate_inplace");
+}
+
+// [s_i·grad for each scale], reading grad once. Outputs take grad's dtype and layout.
+std::vector<at::Tensor> scale_many_impl(const at::Tensor& grad, at::ArrayRef<double> scales,
+                                        const at::Tensor& scales_tensor) {
+  const size_t k = scales_tensor.defined() ? static_cast<size_t>(scales_tensor.numel()) : scales.size();
+  check_result_dtype(grad.scalar_type(), "scale_many");
+  OpDeviceGuard guard(grad.device());
+  LinearCoeffs coeffs;
+  coeffs.weights = scales;
+  if (scales_tensor.defined()) coeffs.weights_tensor = device_weights(scales_tensor, grad.device());
+  std::vector<at::Tensor> outputs(k);
+  if (k == 0) return outputs;
+  at::TensorIterator iter = make_iterator(outputs, {grad});
+  if (iter.numel() > 0) kernels_for(grad.device().type()).scale_many(iter, coeffs);
+  for (size_t i = 0; i < k; ++i) outputs[i] = iter.output(static_cast<int64_t>(i));
+  return outputs;
+}
+
+std::vector<at::Tensor> scale_many(const at::Tensor& grad, at::ArrayRef<double> scales) {
+  return scale_many_impl(grad, scales, at::Tensor());
+}
+std::vector<at::Tensor> scale_many_weights_tensor(const at::Tensor& grad, const at::Tensor& scales) {
+  TORCH_CHECK(scales.dim() == 1, "safe_ops.scale_many: scales must be 1-D");
+  return scale_many_impl(grad, {}, scales);
+}
+
+// [⟨grad, x_i⟩ for each x_i], x_i broadcast to grad's shape, accumulated in float64 in one pass.
+at::Tensor dot_many(const at::Tensor& grad, at::TensorList tensors) {
+  check_result_dtype(grad.scalar_type(), "dot_many");
+  OpDeviceGuard guard(grad.device());
+  at::Tensor result = at::zeros({static_cast<int64_t>(tensors.size())}, grad.options().dtype(at::kDouble));
+  if (tensors.empty()) return result;
+  std::vector<at::Tensor> inputs{grad};
+  for (const auto& t : tensors) inputs.push_back(prepare_operand(t, grad.scalar_type(), grad.device()));
+  at::TensorIterator iter = make_iterator({}, inputs);
+  TORCH_CHECK(iter.shape().equals(grad.sizes()), "safe_ops.dot_many: tensors must broadcast to grad's shape ",
+              grad.sizes());
+  if (iter.numel() > 0) kernels_for(grad.device().type()).dot_many(iter, result);
+  return result;
+}
+
+void register_impls(torch::Library& m) {
+  m.impl("accumulate", accumulate);
+  m.impl("accumulate.weights_tensor", accumulate_weights_tensor);
+  m.impl("accumulate_inplace", accumulate_);
+  m.impl("accumulate_inplace.weights_tensor", accumulate_weights_tensor_);
+  m.impl("scale_many", scale_many);
+  m.impl("scale_many.weights_tensor", scale_many_weights_tensor);
+  m.impl("dot_many", dot_many);
+}
+
+}  // namespace
+
+SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)
+
+}  // namespace safe_ops

@@ -1,0 +1,176 @@
+// Autograd for accumulate / accumulate_inplace: grad_i = w_i·grad (summed to x_i's shape), and for a weights
+// tensor grad_w[i] = ⟨grad, x_i⟩. Saves the x_i only when the weights need a gradient, the weights tensor (K
+// numbers) only when some x_i does; with Python-number weights, nothing but the numbers.
+#include "common.h"
+
+#include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
+
+#include <optional>
+
+namespace safe_ops::autograd {
+namespace {
+
+using ListSig = at::Tensor(at::TensorList, std::optional<at::ArrayRef<double>>);
+using TensorWeightsSig = at::Tensor(at::TensorList, const at::Tensor&);
+using ListInplaceSig = void(at::Tensor&, at::TensorList, std::optional<at::ArrayRef<double>>);
+using TensorWeightsInplaceSig = void(at::Tensor&, at::TensorList, const at::Tensor&);
+using ScaleManySig = std::vector<at::Tensor>(const at::Tensor&, at::ArrayRef<double>);
+using ScaleManyTensorSig = std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&);
+using DotManySig = at::Tensor(const at::Tensor&, at::TensorList);
+
+struct AccumulateBackward final : Node {
+  // Inputs (next edges) in order: [out] (in-place only, weight 1), x_0 .. x_{K-1}, [weights tensor].
+  int64_t offset = 0;
+  std::vector<Sizes> sizes;        // offset + K entries
+  std::vector<double> weights;     // K numbers, when there is no weights tensor
+  bool has_weights_tensor = false;
+  SavedVariable weights_;          // saved when some x_i needs a gradient
+  std::vector<SavedVariable> xs_;  // saved when the weights tensor needs a gradient
+
+  void release_variables() override {
+    weights_.reset_data();
+    for (auto& x : xs_) x.reset_data();
+  }
+  std::string name() const override { return "safe_ops::AccumulateBackward"; }
+
+  variable_list apply(variable_list&& grads) override {
+    const int64_t n_inputs = static_cast<int64_t>(sizes.size());
+    variable_list out(n_inputs + (has_weights_tensor ? 1 : 0));
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return out;
+    const bool composite = backward_needs_graph();
+
+    if (has_weights_tensor && task_should_compute_output(n_inputs)) {
+      std::vector<at::Tensor> xs;
+      for (auto& x : xs_) xs.push_back(x.unpack());
+      if (composite) {
+        std::vector<at::Tensor> dots;
+        for (const auto& x : xs) dots.push_back((grad * x).sum());
+        out[n_inputs] = at::stack(dots);
+      } else {
+        static const auto dot_many = find_op<DotManySig>("safe_ops::dot_many", "");
+        out[n_inputs] = dot_many.call(grad, xs);
+      }
+    }
+
+    at::Tensor w;
+    // Inputs whose gradient is w_i·grad at grad's full shape go through one fused scale_many pass.
+    std::vector<int64_t> fused;
+    std::vector<double> fused_weights;
+    for (int64_t i = 0; i < n_inputs; ++i) {
+      if (!task_should_compute_output(i)) continue;
+      const int64_t k = i - offset;
+      if (k < 0 || (!has_weights_tensor && weights[k] == 1.0)) {
+        out[i] = sum_to(grad, sizes[i]);  // grad itself when not broadcast: no copy
+        continue;
+      }
+      if (has_weights_tensor && !w.defined()) w = weights_.unpack();
+      const bool full_shape = grad.sym_sizes().equals(sizes[i]);
+      if (full_shape && !composite) {
+        fused.push_back(i);
+        if (!has_weights_tensor) fused_weights.push_back(weights[k]);
+        continue;
+      }
+      const at::Tensor reduced = sum_to(grad, sizes[i]);
+      out[i] = has_weights_tensor ? reduced * w.select(0, k) : reduced * weights[k];
+    }
+    if (!fused.empty()) {
+      std::vector<at::Tensor> scaled;
+      if (has_weights_tensor) {
+        static const auto scale_many = find_op<ScaleManyTensorSig>("safe_ops::scale_many", "weights_tensor");
+        std::vector<int64_t> index;
+        for (int64_t i : fused) index.push_back(i - offset);
+        const at::Tensor selected =
+            static_cast<int64_t>(index.size()) == w.size(0)
+                ? w
+                : w.index_select(0, at::tensor(index, at::TensorOptions().dtype(at::kLong)).to(w.device()));
+        scaled = scale_many.call(grad, selected);
+      } else {
+        static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
+        scaled = scale_many.call(grad, fused_weights);
+      }
+      for (size_t j = 0; j < fused.size(); ++j) out[fused[j]] = std::move(scaled[j]);
+    }
+    return out;
+  }
+};
+
+using AccumulateNodePtr = decltype(make_node<AccumulateBackward>());
+
+AccumulateNodePtr make_accumulate_node(const at::Tensor* out, at::TensorList tensors,
+                                       std::optional<at::ArrayRef<double>> weights, const at::Tensor* weights_tensor) {
+  const bool requires_grad = torch::autograd::compute_requires_grad(tensors) ||
+                             (out && torch::autograd::compute_requires_grad(*out)) ||
+                             (weights_tensor && torch::autograd::compute_requires_grad(*weights_tensor));
+  if (!requires_grad) return {};
+  auto node = make_node<AccumulateBackward>();
+  node->offset = out ? 1 : 0;
+  if (out) node->sizes.push_back(sizes_of(*out));
+  bool any_x_requires_grad = false;
+  for (const auto& t : tensors) {
+    node->sizes.push_back(sizes_of(t));
+    any_x_requires_grad = any_x_requires_grad || t.requires_grad();
+  }
+  if (weights_tensor) {
+    node->has_weights_tensor = true;
+    if (any_x_requires_grad) node->weights_ = SavedVariable(*weights_tensor, false);
+    if (weights_tensor->requires_grad()) {
+      for (const auto& t : tensors) node->xs_.emplace_back(t, false);
+    }
+  } else if (weights.has_value()) {
+    node->weights.assign(weights->begin(), weights->end());
+  } else {
+    node->weights.assign(tensors.size(), 1.0);
+  }
+  torch::autograd::edge_list edges;
+  if (out) edges.push_back(torch::autograd::impl::gradient_edge(*out));
+  for (auto& e : torch::autograd::collect_next_edges(tensors)) edges.push_back(std::move(e));
+  if (weights_tensor) edges.push_back(torch::autograd::impl::gradient_edge(*weights_tensor));
+  node->set_next_edges(std::move(edges));
+  return node;
+}
+
+at::Tensor accumulate_autograd(at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
+  static const auto op = find_op<ListSig>("safe_ops::accumulate", "");
+  auto node = make_accumulate_node(nullptr, tensors, weights, nullptr);
+  at::Tensor result = call_below_autograd(op, tensors, weights);
+  attach(result, node);
+  return result;
+}
+
+at::Tensor accumulate_weights_tensor_autograd(at::TensorList tensors, const at::Tensor& weights) {
+  static const auto op = find_op<TensorWeightsSig>("safe_ops::accumulate", "weights_tensor");
+  auto node = make_accumulate_node(nullptr, tensors, std::nullopt, &weights);
+  at::Tensor result = call_below_autograd(op, tensors, weights);
+  attach(result, node);
+  return result;
+}
+
+void accumulate_inplace_autograd(at::Tensor& out, at::TensorList tensors,
+                                 std::optional<at::ArrayRef<double>> weights) {
+  static const auto op = find_op<ListInplaceSig>("safe_ops::accumulate_inplace", "");
+  auto node = make_accumulate_node(&out, tensors, weights, nullptr);
+  check_inplace(out, static_cast<bool>(node));
+  call_below_autograd(op, out, tensors, weights);
+  after_inplace(out, node);
+}
+
+void accumulate_weights_tensor_inplace_autograd(at::Tensor& out, at::TensorList tensors, const at::Tensor& weights) {
+  static const auto op = find_op<TensorWeightsInplaceSig>("safe_ops::accumulate_inplace", "weights_tensor");
+  auto node = make_accumulate_node(&out, tensors, std::nullopt, &weights);
+  check_inplace(out, static_cast<bool>(node));
+  call_below_autograd(op, out, tensors, weights);
+  after_inplace(out, node);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
+  m.impl("accumulate", accumulate_autograd);
+  m.impl("accumulate.weights_tensor", accumulate_weights_tensor_autograd);
+  m.impl("accumulate_inplace", accumulate_inplace_autograd);
+  m.impl("accumulate_inplace.weights_tensor", accumulate_weights_tensor_inplace_autograd);
+}
+
+}  // namespace safe_ops::autograd

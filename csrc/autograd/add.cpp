@@ -1,0 +1,104 @@
+// Autograd for add/sub (functional and in-place): d/dself = grad, d/dother = alpha·grad, each summed to the
+// input's shape. Saves nothing but two shapes and alpha.
+#include "common.h"
+
+namespace safe_ops::autograd {
+namespace {
+
+struct AddBackward final : Node {
+  Sizes self_sizes;
+  Sizes other_sizes;
+  double alpha = 1.0;  // already negated for sub
+  bool other_is_tensor = true;
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(other_is_tensor ? 2 : 1);
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return out;
+    if (task_should_compute_output(0)) out[0] = sum_to(grad, self_sizes);
+    if (other_is_tensor && task_should_compute_output(1)) {
+      at::Tensor reduced = sum_to(grad, other_sizes);
+      out[1] = alpha == 1.0 ? reduced : reduced * alpha;
+    }
+    return out;
+  }
+  std::string name() const override { return "safe_ops::AddBackward"; }
+};
+
+using AddNodePtr = decltype(make_node<AddBackward>());
+
+AddNodePtr make_add_node(const at::Tensor& self, const at::Tensor* other, double alpha) {
+  const bool requires_grad = other ? torch::autograd::compute_requires_grad(self, *other)
+                                   : torch::autograd::compute_requires_grad(self);
+  if (!requires_grad) return {};
+  auto node = make_node<AddBackward>();
+  node->self_sizes = sizes_of(self);
+  node->alpha = alpha;
+  node->other_is_tensor = other != nullptr;
+  if (other) {
+    node->other_sizes = sizes_of(*other);
+    node->set_next_edges(torch::autograd::collect_next_edges(self, *other));
+  } else {
+    node->set_next_edges(torch::autograd::collect_next_edges(self));
+  }
+  return node;
+}
+
+using TensorSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Scalar&);
+using ScalarSig = at::Tensor(const at::Tensor&, const at::Scalar&, const at::Scalar&);
+using TensorInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Scalar&);
+using ScalarInplaceSig = void(at::Tensor&, const at::Scalar&, const at::Scalar&);
+
+// sign: +1 for add, -1 for sub. One template per (signature, op name) keeps the four variants one body each.
+template <int Sign>
+at::Tensor tensor_autograd(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  static const auto op = find_op<TensorSig>(Sign > 0 ? "safe_ops::add" : "safe_ops::sub", "Tensor");
+  auto node = make_add_node(self, &other, Sign * alpha.toDouble());
+  at::Tensor result = call_below_autograd(op, self, other, alpha);
+  attach(result, node);
+  return result;
+}
+
+template <int Sign>
+at::Tensor scalar_autograd(const at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
+  static const auto op = find_op<ScalarSig>(Sign > 0 ? "safe_ops::add" : "safe_ops::sub", "Scalar");
+  auto node = make_add_node(self, nullptr, 1.0);
+  at::Tensor result = call_below_autograd(op, self, other, alpha);
+  attach(result, node);
+  return result;
+}
+
+template <int Sign>
+void tensor_inplace_autograd(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  static const auto op = find_op<TensorInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace",
+                                                   "Tensor");
+  auto node = make_add_node(self, &other, Sign * alpha.toDouble());
+  check_inplace(self, static_cast<bool>(node));
+  call_below_autograd(op, self, other, alpha);
+  after_inplace(self, node);
+}
+
+template <int Sign>
+void scalar_inplace_autograd(at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
+  static const auto op = find_op<ScalarInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace",
+                                                   "Scalar");
+  auto node = make_add_node(self, nullptr, 1.0);
+  check_inplace(self, static_cast<bool>(node));
+  call_below_autograd(op, self, other, alpha);
+  after_inplace(self, node);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
+  m.impl("add.Tensor", tensor_autograd<1>);
+  m.impl("sub.Tensor", tensor_autograd<-1>);
+  m.impl("add.Scalar", scalar_autograd<1>);
+  m.impl("sub.Scalar", scalar_autograd<-1>);
+  m.impl("add_inplace.Tensor", tensor_inplace_autograd<1>);
+  m.impl("sub_inplace.Tensor", tensor_inplace_autograd<-1>);
+  m.impl("add_inplace.Scalar", scalar_inplace_autograd<1>);
+  m.impl("sub_inplace.Scalar", scalar_inplace_autograd<-1>);
+}
+
+}  // namespace safe_ops::autograd

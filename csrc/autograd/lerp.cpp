@@ -1,0 +1,153 @@
+// Autograd for lerp. Number weight w: d/dself = (1−w)·grad, d/dend = w·grad; saves nothing but w and shapes.
+// Tensor weight: also d/dweight = grad·(end − self); saves weight only if self or end needs a gradient, self
+// and end only if weight does.
+#include "common.h"
+
+namespace safe_ops::autograd {
+namespace {
+
+using ScalarSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Scalar&);
+using TensorSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&);
+using ScalarInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Scalar&);
+using TensorInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Tensor&);
+using ScaleManySig = std::vector<at::Tensor>(const at::Tensor&, at::ArrayRef<double>);
+using BackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+    const std::optional<at::Tensor>&, std::array<bool, 3>);
+
+struct LerpScalarBackward final : Node {
+  Sizes self_sizes, end_sizes;
+  double weight = 0.0;
+
+  std::string name() const override { return "safe_ops::LerpBackward"; }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(2);
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return out;
+    const bool want_self = task_should_compute_output(0), want_end = task_should_compute_output(1);
+    const bool full_shapes = grad.sym_sizes().equals(self_sizes) && grad.sym_sizes().equals(end_sizes);
+    if (want_self && want_end && full_shapes && !backward_needs_graph()) {
+      static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
+      auto scaled = scale_many.call(grad, {1.0 - weight, weight});
+      out[0] = std::move(scaled[0]);
+      out[1] = std::move(scaled[1]);
+      return out;
+    }
+    if (want_self) out[0] = sum_to(grad, self_sizes) * (1.0 - weight);
+    if (want_end) out[1] = sum_to(grad, end_sizes) * weight;
+    return out;
+  }
+};
+
+struct LerpTensorBackward final : Node {
+  Sizes self_sizes, end_sizes, weight_sizes;
+  SavedVariable self_, end_, weight_;
+
+  void release_variables() override {
+    self_.reset_data();
+    end_.reset_data();
+    weight_.reset_data();
+  }
+  std::string name() const override { return "safe_ops::LerpBackward"; }
+
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(3);
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return out;
+    const std::array<bool, 3> want{task_should_compute_output(0), task_should_compute_output(1),
+                                   task_should_compute_output(2)};
+    if (!want[0] && !want[1] && !want[2]) return out;
+    const at::Tensor weight = (want[0] || want[1]) ? weight_.unpack() : at::Tensor();
+    const at::Tensor self = want[2] ? self_.unpack() : at::Tensor();
+    const at::Tensor end = want[2] ? end_.unpack() : at::Tensor();
+    std::array<at::Tensor, 3> full;
+    if (backward_needs_graph()) {
+      if (want[0]) full[0] = grad * (1 - weight);
+      if (want[1]) full[1] = grad * weight;
+      if (want[2]) full[2] = grad * (end - self);
+    } else {
+      static const auto backward = find_op<BackwardSig>("safe_ops::lerp_backward", "");
+      std::tie(full[0], full[1], full[2]) = backward.call(grad, self, end, weight, want);
+    }
+    const std::array<const Sizes*, 3> sizes{&self_sizes, &end_sizes, &weight_sizes};
+    for (int i = 0; i < 3; ++i) {
+      if (want[i]) out[i] = sum_to(full[i], *sizes[i]);
+    }
+    return out;
+  }
+};
+
+auto make_scalar_node(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight)
+    -> decltype(make_node<LerpScalarBackward>()) {
+  if (!torch::autograd::compute_requires_grad(self, end)) return {};
+  auto node = make_node<LerpScalarBackward>();
+  node->self_sizes = sizes_of(self);
+  node->end_sizes = sizes_of(end);
+  node->weight = weight.toDouble();
+  node->set_next_edges(torch::autograd::collect_next_edges(self, end));
+  return node;
+}
+
+auto make_tensor_node(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight)
+    -> decltype(make_node<LerpTensorBackward>()) {
+  if (!torch::autograd::compute_requires_grad(self, end, weight)) return {};
+  auto node = make_node<LerpTensorBackward>();
+  node->self_sizes = sizes_of(self);
+  node->end_sizes = sizes_of(end);
+  node->weight_sizes = sizes_of(weight);
+  if (self.requires_grad() || end.requires_grad()) node->weight_ = SavedVariable(weight, false);
+  if (weight.requires_grad()) {
+    node->self_ = SavedVariable(self, false);
+    node->end_ = SavedVariable(end, false);
+  }
+  node->set_next_edges(torch::autograd::collect_next_edges(self, end, weight));
+  return node;
+}
+
+at::Tensor lerp_scalar_autograd(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
+  static const auto op = find_op<ScalarSig>("safe_ops::lerp", "Scalar");
+  auto node = make_scalar_node(self, end, weight);
+  at::Tensor result = call_below_autograd(op, self, end, weight);
+  attach(result, node);
+  return result;
+}
+
+at::Tensor lerp_tensor_autograd(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
+  static const auto op = find_op<TensorSig>("safe_ops::lerp", "Tensor");
+  auto node = make_tensor_node(self, end, weight);
+  at::Tensor result = call_below_autograd(op, self, end, weight);
+  attach(result, node);
+  return result;
+}
+
+void lerp_scalar_inplace_autograd(at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
+  static const auto op = find_op<ScalarInplaceSig>("safe_ops::lerp_inplace", "Scalar");
+  auto node = make_scalar_node(self, end, weight);
+  check_inplace(self, static_cast<bool>(node));
+  call_below_autograd(op, self, end, weight);
+  after_inplace(self, node);
+}
+
+void lerp_tensor_inplace_autograd(at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
+  static const auto op = find_op<TensorInplaceSig>("safe_ops::lerp_inplace", "Tensor");
+  // The weight's gradient reads the original self, which the write destroys.
+  TORCH_CHECK(!(c10::GradMode::is_enabled() && weight.requires_grad()),
+              "safe_ops.lerp_inplace cannot write in place when weight requires grad: its gradient reads the "
+              "original input. Use safe_ops.lerp_ (which then returns a new tensor) or safe_ops.lerp.");
+  auto node = make_tensor_node(self, end, weight);
+  check_inplace(self, static_cast<bool>(node));
+  call_below_autograd(op, self, end, weight);
+  after_inplace(self, node);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
+  m.impl("lerp.Scalar", lerp_scalar_autograd);
+  m.impl("lerp.Tensor", lerp_tensor_autograd);
+  m.impl("lerp_inplace.Scalar", lerp_scalar_inplace_autograd);
+  m.impl("lerp_inplace.Tensor", lerp_tensor_inplace_autograd);
+}
+
+}  // namespace safe_ops::autograd

@@ -1,0 +1,300 @@
+// CPU kernels. Every loop runs inside TensorIterator::for_each (which splits the work with at::parallel_for)
+// and has two bodies: a contiguous one, written so the compiler vectorises it, and a strided one for
+// broadcast / transposed operands. Arithmetic is in at::opmath_type (float for half/bfloat16).
+#include "../kernels.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/TensorIterator.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <vector>
+
+namespace safe_ops {
+namespace {
+
+// Elements per accumulator block in the K-input loops: the block's opmath accumulator stays in L1 while the
+// K inputs stream through it once.
+constexpr int64_t kBlock = 1024;
+// Fixed chunk for the reductions, so the summation order (and the result) does not depend on thread count.
+constexpr int64_t kReduceChunk = 1 << 16;
+
+template <typename scalar_t>
+using opmath_t = at::opmath_type<scalar_t>;
+
+bool all_contiguous(const int64_t* strides, int ntensors, int64_t element_size) {
+  for (int i = 0; i < ntensors; ++i) {
+    if (strides[i] != element_size) return false;
+  }
+  return true;
+}
+
+template <typename scalar_t>
+opmath_t<scalar_t> load(const char* base, int64_t stride, int64_t j) {
+  return static_cast<opmath_t<scalar_t>>(*reinterpret_cast<const scalar_t*>(base + j * stride));
+}
+
+template <typename T>
+std::vector<T> coefficients(const LinearCoeffs& c, int64_t k) {
+  std::vector<T> w(k);
+  if (c.weights_tensor.defined()) {
+    const double* p = c.weights_tensor.const_data_ptr<double>();
+    for (int64_t i = 0; i < k; ++i) w[i] = static_cast<T>(p[i]);
+  } else {
+    TORCH_INTERNAL_ASSERT(static_cast<int64_t>(c.weights.size()) == k);
+    for (int64_t i = 0; i < k; ++i) w[i] = static_cast<T>(c.weights[i]);
+  }
+  return w;
+}
+
+// out = Σ w_i·x_i (+ alpha·scalar), accumulating from w_0·x_0 so that alpha = 1 adds match torch.add bit for bit.
+template <typename scalar_t>
+void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
+  using op_t = opmath_t<scalar_t>;
+  const int k = iter.ninputs();
+  const std::vector<op_t> w = coefficients<op_t>(c, k);
+  const bool has_scalar = c.has_scalar;
+  const op_t scalar_term = static_cast<op_t>(c.scalar_alpha) * static_cast<op_t>(c.scalar_value);
+  iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
+    if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
+      scalar_t* out = reinterpret_cast<scalar_t*>(data[0]);
+      op_t acc[kBlock];
+      for (int64_t b = 0; b < n; b += kBlock) {
+        const int64_t len = std::min(kBlock, n - b);
+        const scalar_t* x0 = reinterpret_cast<const scalar_t*>(data[1]) + b;
+        const op_t w0 = w[0];
+        for (int64_t j = 0; j < len; ++j) acc[j] = w0 * static_cast<op_t>(x0[j]);
+        for (int i = 1; i < k; ++i) {
+          const scalar_t* xi = reinterpret_cast<const scalar_t*>(data[1 + i]) + b;
+          const op_t wi = w[i];
+          for (int64_t j = 0; j < len; ++j) acc[j] += wi * static_cast<op_t>(xi[j]);
+        }
+        if (has_scalar) {
+          for (int64_t j = 0; j < len; ++j) acc[j] += scalar_term;
+        }
+        for (int64_t j = 0; j < len; ++j) out[b + j] = static_cast<scalar_t>(acc[j]);
+      }
+      return;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      op_t acc = w[0] * load<scalar_t>(data[1], strides[1], j);
+      for (int i = 1; i < k; ++i) acc += w[i] * load<scalar_t>(data[1 + i], strides[1 + i], j);
+      if (has_scalar) acc += scalar_term;
+      *reinterpret_cast<scalar_t*>(data[0] + j * strides[0]) = static_cast<scalar_t>(acc);
+    }
+  });
+}
+
+void linear_combination_kernel(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, iter.common_dtype(), "safe_ops_linear_combination",
+                                  [&] { linear_combination_loop<scalar_t>(iter, c); });
+}
+
+// out_i = s_i·g for K outputs, reading g once.
+template <typename scalar_t>
+void scale_many_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
+  using op_t = opmath_t<scalar_t>;
+  const int k = iter.noutputs();
+  const std::vector<op_t> s = coefficients<op_t>(c, k);
+  iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
+    if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
+      const scalar_t* g = reinterpret_cast<const scalar_t*>(data[k]);
+      for (int64_t b = 0; b < n; b += kBlock) {
+        const int64_t len = std::min(kBlock, n - b);
+        for (int i = 0; i < k; ++i) {
+          scalar_t* out = reinterpret_cast<scalar_t*>(data[i]) + b;
+          const op_t si = s[i];
+          for (int64_t j = 0; j < len; ++j) out[j] = static_cast<scalar_t>(si * static_cast<op_t>(g[b + j]));
+        }
+      }
+      return;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const op_t gj = load<scalar_t>(data[k], strides[k], j);
+      for (int i = 0; i < k; ++i) {
+        *reinterpret_cast<scalar_t*>(data[i] + j * strides[i]) = static_cast<scalar_t>(s[i] * gj);
+      }
+    }
+  });
+}
+
+void scale_many_kernel(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, iter.common_dtype(), "safe_ops_scale_many",
+                                  [&] { scale_many_loop<scalar_t>(iter, c); });
+}
+
+// result[i] += Σ g·x_i, in double, over fixed chunks summed in order (deterministic).
+template <typename scalar_t>
+void dot_many_loop(at::TensorIteratorBase& iter, const at::Tensor& result) {
+  const int k = iter.ninputs() - 1;
+  const int64_t numel = iter.numel();
+  const int64_t nchunks = (numel + kReduceChunk - 1) / kReduceChunk;
+  std::vector<double> partial(static_cast<size_t>(nchunks * k), 0.0);
+  at::parallel_for(0, nchunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
+    for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+      double* sums = partial.data() + chunk * k;
+      auto loop = [&](char** data, const int64_t* strides, int64_t n) {
+        if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
+          const scalar_t* g = reinterpret_cast<const scalar_t*>(data[0]);
+          for (int i = 0; i < k; ++i) {
+            const scalar_t* x = reinterpret_cast<const scalar_t*>(data[1 + i]);
+            double acc = 0;
+            for (int64_t j = 0; j < n; ++j) acc += static_cast<double>(g[j]) * static_cast<double>(x[j]);
+            sums[i] += acc;
+          }
+          return;
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const double gj = static_cast<double>(*reinterpret_cast<const scalar_t*>(data[0] + j * strides[0]));
+          for (int i = 0; i < k; ++i) {
+            sums[i] += gj * static_cast<double>(*reinterpret_cast<const scalar_t*>(data[1 + i] + j * strides[1 + i]));
+          }
+        }
+      };
+      iter.serial_for_each(loop, {chunk * kReduceChunk, std::min(numel, (chunk + 1) * kReduceChunk)});
+    }
+  });
+  double* out = result.data_ptr<double>();
+  for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
+    for (int i = 0; i < k; ++i) out[i] += partial[chunk * k + i];
+  }
+}
+
+void dot_many_kernel(at::TensorIteratorBase& iter, const at::Tensor& result) {
+  if (iter.numel() == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, iter.common_dtype(), "safe_ops_dot_many",
+                                  [&] { dot_many_loop<scalar_t>(iter, result); });
+}
+
+// Elementwise map of NIN opmath inputs to NOUT outputs; operands are [outputs..., inputs...].
+template <int NOUT, int NIN, typename scalar_t, typename F>
+void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
+  using op_t = opmath_t<scalar_t>;
+  constexpr int N = NOUT + NIN;
+  TORCH_INTERNAL_ASSERT(iter.ntensors() == N && iter.noutputs() == NOUT);
+  iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
+    if (all_contiguous(strides, N, sizeof(scalar_t))) {
+      std::array<scalar_t*, NOUT> out;
+      std::array<const scalar_t*, NIN> in;
+      for (int o = 0; o < NOUT; ++o) out[o] = reinterpret_cast<scalar_t*>(data[o]);
+      for (int i = 0; i < NIN; ++i) in[i] = reinterpret_cast<const scalar_t*>(data[NOUT + i]);
+      for (int64_t j = 0; j < n; ++j) {
+        std::array<op_t, NIN> x;
+        for (int i = 0; i < NIN; ++i) x[i] = static_cast<op_t>(in[i][j]);
+        const std::array<op_t, NOUT> y = f(x);
+        for (int o = 0; o < NOUT; ++o) out[o][j] = static_cast<scalar_t>(y[o]);
+      }
+      return;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      std::array<op_t, NIN> x;
+      for (int i = 0; i < NIN; ++i) x[i] = load<scalar_t>(data[NOUT + i], strides[NOUT + i], j);
+      const std::array<op_t, NOUT> y = f(x);
+      for (int o = 0; o < NOUT; ++o) {
+        *reinterpret_cast<scalar_t*>(data[o] + j * strides[o]) = static_cast<scalar_t>(y[o]);
+      }
+    }
+  });
+}
+
+#define SAFE_OPS_DISPATCH(iter, name, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (iter).common_dtype(), name, __VA_ARGS__)
+
+void addcmul_kernel(at::TensorIteratorBase& iter, double value) {
+  SAFE_OPS_DISPATCH(iter, "safe_ops_addcmul", [&] {
+    using op_t = opmath_t<scalar_t>;
+    const op_t v = static_cast<op_t>(value);
+    map_elementwise<1, 3, scalar_t>(iter, [v](const std::array<op_t, 3>& x) {
+      return std::array<op_t, 1>{x[0] + v * x[1] * x[2]};
+    });
+  });
+}
+
+void addcmul_backward_kernel(at::TensorIteratorBase& iter, double value) {
+  SAFE_OPS_DISPATCH(iter, "safe_ops_addcmul_backward", [&] {
+    using op_t = opmath_t<scalar_t>;
+    const op_t v = static_cast<op_t>(value);
+    if (iter.noutputs() == 1) {
+      map_elementwise<1, 2, scalar_t>(iter, [v](const std::array<op_t, 2>& x) {
+        return std::array<op_t, 1>{v * x[0] * x[1]};
+      });
+    } else {
+      map_elementwise<2, 3, scalar_t>(iter, [v](const std::array<op_t, 3>& x) {
+        const op_t vg = v * x[0];
+        return std::array<op_t, 2>{vg * x[2], vg * x[1]};
+      });
+    }
+  });
+}
+
+// torch.lerp's formula: the branch keeps the result exact at weight 0 and 1.
+template <typename T>
+T lerp_value(T a, T b, T w) {
+  return std::abs(w) < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
+}
+
+void lerp_kernel(at::TensorIteratorBase& iter, double weight) {
+  SAFE_OPS_DISPATCH(iter, "safe_ops_lerp", [&] {
+    using op_t = opmath_t<scalar_t>;
+    if (iter.ninputs() == 2) {
+      const op_t w = static_cast<op_t>(weight);
+      map_elementwise<1, 2, scalar_t>(iter, [w](const std::array<op_t, 2>& x) {
+        return std::array<op_t, 1>{lerp_value(x[0], x[1], w)};
+      });
+    } else {
+      map_elementwise<1, 3, scalar_t>(iter, [](const std::array<op_t, 3>& x) {
+        return std::array<op_t, 1>{lerp_value(x[0], x[1], x[2])};
+      });
+    }
+  });
+}
+
+void lerp_backward_kernel(at::TensorIteratorBase& iter, int mask) {
+  SAFE_OPS_DISPATCH(iter, "safe_ops_lerp_backward", [&] {
+    using op_t = opmath_t<scalar_t>;
+    switch (mask) {
+      case 1:  // [ga, g, w]
+        return map_elementwise<1, 2, scalar_t>(iter, [](const std::array<op_t, 2>& x) {
+          return std::array<op_t, 1>{x[0] * (op_t(1) - x[1])};
+        });
+      case 2:  // [gb, g, w]
+        return map_elementwise<1, 2, scalar_t>(iter, [](const std::array<op_t, 2>& x) {
+          return std::array<op_t, 1>{x[0] * x[1]};
+        });
+      case 3:  // [ga, gb, g, w]
+        return map_elementwise<2, 2, scalar_t>(iter, [](const std::array<op_t, 2>& x) {
+          return std::array<op_t, 2>{x[0] * (op_t(1) - x[1]), x[0] * x[1]};
+        });
+      case 4:  // [gw, g, a, b]
+        return map_elementwise<1, 3, scalar_t>(iter, [](const std::array<op_t, 3>& x) {
+          return std::array<op_t, 1>{x[0] * (x[2] - x[1])};
+        });
+      case 5:  // [ga, gw, g, w, a, b]
+        return map_elementwise<2, 4, scalar_t>(iter, [](const std::array<op_t, 4>& x) {
+          return std::array<op_t, 2>{x[0] * (op_t(1) - x[1]), x[0] * (x[3] - x[2])};
+        });
+      case 6:  // [gb, gw, g, w, a, b]
+        return map_elementwise<2, 4, scalar_t>(iter, [](const std::array<op_t, 4>& x) {
+          return std::array<op_t, 2>{x[0] * x[1], x[0] * (x[3] - x[2])};
+        });
+      case 7:  // [ga, gb, gw, g, w, a, b]
+        return map_elementwise<3, 4, scalar_t>(iter, [](const std::array<op_t, 4>& x) {
+          return std::array<op_t, 3>{x[0] * (op_t(1) - x[1]), x[0] * x[1], x[0] * (x[3] - x[2])};
+        });
+      default:
+        TORCH_INTERNAL_ASSERT(false, "lerp_backward: bad mask ", mask);
+    }
+  });
+}
+
+const DeviceKernels kCpuKernels{
+    linear_combination_kernel, scale_many_kernel, dot_many_kernel, addcmul_kernel,
+    addcmul_backward_kernel,   lerp_kernel,       lerp_backward_kernel,
+};
+const RegisterKernels registrar(c10::DeviceType::CPU, kCpuKernels);
+
+}  // namespace
+}  // namespace safe_ops

@@ -1,0 +1,90 @@
+// lerp: out = self + weight·(end − self) with torch.lerp's formula; weight a number or a tensor.
+#include "ops.h"
+
+namespace safe_ops {
+namespace {
+
+// torch.lerp does not promote: every tensor operand must have self's dtype.
+void check_same_dtype(const at::Tensor& self, const at::Tensor& other, const char* what) {
+  TORCH_CHECK(self.scalar_type() == other.scalar_type(), "expected dtype ", self.scalar_type(), " for `", what,
+              "` but got dtype ", other.scalar_type());
+}
+
+at::Tensor lerp_into(const at::Tensor& out, const at::Tensor& self, const at::Tensor& end,
+                     const at::Tensor& weight_tensor, double weight, const char* name) {
+  check_same_dtype(self, end, "end");
+  if (weight_tensor.defined()) check_same_dtype(self, weight_tensor, "weight");
+  const at::ScalarType dtype = self.scalar_type();
+  check_result_dtype(dtype, name);
+  const c10::Device device =
+      out.defined() ? out.device()
+                    : (weight_tensor.defined() ? common_device({self, end, weight_tensor}) : common_device({self, end}));
+  OpDeviceGuard guard(device);
+  std::vector<at::Tensor> inputs{prepare_operand(self, dtype, device), prepare_operand(end, dtype, device)};
+  if (weight_tensor.defined()) inputs.push_back(prepare_operand(weight_tensor, dtype, device));
+  at::TensorIterator iter = make_iterator({out}, inputs);
+  if (iter.numel() > 0) kernels_for(device.type()).lerp(iter, weight);
+  return iter.output(0);
+}
+
+at::Tensor lerp_scalar(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
+  return lerp_into(at::Tensor(), self, end, at::Tensor(), weight.toDouble(), "lerp");
+}
+at::Tensor lerp_tensor(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
+  return lerp_into(at::Tensor(), self, end, weight, 0.0, "lerp");
+}
+void lerp_scalar_(at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
+  lerp_into(self, self, end, at::Tensor(), weight.toDouble(), "lerp_inplace");
+}
+void lerp_tensor_(at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
+  lerp_into(self, self, end, weight, 0.0, "lerp_inplace");
+}
+
+// Gradients of lerp with a tensor weight, at grad's shape, for the mask's set entries, in one pass:
+// grad·(1−weight), grad·weight, grad·(end−self). self/end are needed only for the third, weight for the others.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lerp_backward(const at::Tensor& grad,
+                                                             const std::optional<at::Tensor>& self,
+                                                             const std::optional<at::Tensor>& end,
+                                                             const std::optional<at::Tensor>& weight,
+                                                             std::array<bool, 3> output_mask) {
+  const at::ScalarType dtype = grad.scalar_type();
+  check_result_dtype(dtype, "lerp_backward");
+  const c10::Device device = grad.device();
+  OpDeviceGuard guard(device);
+  const int mask = (output_mask[0] ? 1 : 0) | (output_mask[1] ? 2 : 0) | (output_mask[2] ? 4 : 0);
+  if (mask == 0) return {at::Tensor(), at::Tensor(), at::Tensor()};
+  auto require = [](const std::optional<at::Tensor>& t, const char* what) -> const at::Tensor& {
+    TORCH_CHECK(t.has_value() && t->defined(), "lerp_backward: the requested gradients need ", what);
+    return *t;
+  };
+  std::vector<at::Tensor> inputs{grad};
+  if (mask & 3) inputs.push_back(prepare_operand(require(weight, "weight"), dtype, device));
+  if (mask & 4) {
+    inputs.push_back(prepare_operand(require(self, "self"), dtype, device));
+    inputs.push_back(prepare_operand(require(end, "end"), dtype, device));
+  }
+  const int noutputs = (mask & 1) + ((mask >> 1) & 1) + ((mask >> 2) & 1);
+  std::vector<at::Tensor> outputs(noutputs);
+  at::TensorIterator iter = make_iterator(outputs, inputs);
+  if (iter.numel() > 0) kernels_for(device.type()).lerp_backward(iter, mask);
+  std::array<at::Tensor, 3> grads;
+  int next = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (output_mask[i]) grads[i] = iter.output(next++);
+  }
+  return {grads[0], grads[1], grads[2]};
+}
+
+void register_impls(torch::Library& m) {
+  m.impl("lerp.Scalar", lerp_scalar);
+  m.impl("lerp.Tensor", lerp_tensor);
+  m.impl("lerp_inplace.Scalar", lerp_scalar_);
+  m.impl("lerp_inplace.Tensor", lerp_tensor_);
+  m.impl("lerp_backward", lerp_backward);
+}
+
+}  // namespace
+
+SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)
+
+}  // namespace safe_ops

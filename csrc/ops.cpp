@@ -1,0 +1,50 @@
+#include "ops.h"
+
+namespace safe_ops {
+
+void check_result_dtype(at::ScalarType dtype, const char* op_name) {
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "safe_ops.", op_name, " supports float16, bfloat16, float32 and float64 results, but the inputs "
+                   "promote to ", dtype, ". Use the torch op for other dtypes.");
+}
+
+c10::Device common_device(at::TensorList tensors) {
+  for (const auto& t : tensors) {
+    if (!(t.dim() == 0 && t.is_cpu())) return t.device();
+  }
+  return tensors.empty() ? c10::Device(c10::kCPU) : tensors[0].device();
+}
+
+at::Tensor prepare_operand(const at::Tensor& t, at::ScalarType dtype, c10::Device device) {
+  const bool move = t.dim() == 0 && t.is_cpu() && !device.is_cpu();
+  if (!move && t.scalar_type() == dtype) return t;
+  return t.to(move ? device : t.device(), dtype);
+}
+
+at::TensorIterator make_iterator(at::TensorList outputs, at::TensorList inputs) {
+  at::TensorIteratorConfig config;
+  config.set_check_mem_overlap(true).check_all_same_dtype(true).resize_outputs(false);
+  for (const auto& out : outputs) config.add_output(out);
+  for (const auto& in : inputs) config.add_const_input(in);
+  return config.build();
+}
+
+void check_inplace_result(const at::Tensor& self, at::ScalarType result_dtype, const char* op_name) {
+  TORCH_CHECK(self.scalar_type() == result_dtype, "safe_ops.", op_name, ": the result dtype ", result_dtype,
+              " differs from the dtype of the tensor written in place (", self.scalar_type(),
+              "). The in-place-when-safe wrappers (safe_ops.", op_name, ") return a new tensor in this case.");
+}
+
+at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, const LinearCoeffs& coeffs,
+                                  at::ScalarType dtype) {
+  const c10::Device device = out.defined() ? out.device() : common_device(xs);
+  OpDeviceGuard guard(device);
+  std::vector<at::Tensor> inputs;
+  inputs.reserve(xs.size());
+  for (const auto& x : xs) inputs.push_back(prepare_operand(x, dtype, device));
+  at::TensorIterator iter = make_iterator({out}, inputs);
+  if (iter.numel() > 0) kernels_for(device.type()).linear_combination(iter, coeffs);
+  return iter.output(0);
+}
+
+}  // namespace safe_ops

@@ -1,0 +1,50 @@
+// Device-agnostic op code shared by csrc/<op>.cpp: argument checks, result dtype, operand preparation and the
+// TensorIterator that hands the operands to a device kernel (csrc/kernels.h).
+#pragma once
+
+#include <ATen/TensorIterator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include "kernels.h"
+
+namespace safe_ops {
+
+// Raises TypeError unless `dtype` is one the kernels support (float16, bfloat16, float32, float64).
+void check_result_dtype(at::ScalarType dtype, const char* op_name);
+
+// The device the op runs on: that of the first tensor that is not a 0-dim CPU tensor (torch lets such tensors
+// join CUDA operands, as numbers do).
+c10::Device common_device(at::TensorList tensors);
+
+// `t` converted to `dtype` and, if it is a 0-dim CPU tensor, moved to `device`; `t` itself when nothing changes.
+at::Tensor prepare_operand(const at::Tensor& t, at::ScalarType dtype, c10::Device device);
+
+// A TensorIterator over [outputs..., inputs...]. Undefined outputs are allocated with torch's elementwise
+// layout rules; defined outputs (in-place ops) must already have the broadcast shape: they are never resized.
+at::TensorIterator make_iterator(at::TensorList outputs, at::TensorList inputs);
+
+// Device guard for the op's device, a no-op on the CPU.
+struct OpDeviceGuard {
+  explicit OpDeviceGuard(c10::Device device) {
+    if (!device.is_cpu()) guard_.reset_device(device);
+  }
+  c10::OptionalDeviceGuard guard_;
+};
+
+// Raises the error an in-place op gives when the result cannot be written into `self` (shape or dtype).
+void check_inplace_result(const at::Tensor& self, at::ScalarType result_dtype, const char* op_name);
+
+// out = Σ coeffs.w_i·xs[i] (+ scalar term) in `dtype`; `out` undefined: allocated and returned; defined: written
+// in place (it must have the broadcast shape and `dtype`).
+at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, const LinearCoeffs& coeffs,
+                                  at::ScalarType dtype);
+
+}  // namespace safe_ops
+
+// Registers the same device-agnostic implementations for both device keys; the kernels differ per device
+// through kernels_for(device).
+#define SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)                 \
+  TORCH_LIBRARY_IMPL(safe_ops, CPU, m) { register_impls(m); }     \
+  TORCH_LIBRARY_IMPL(safe_ops, CUDA, m) { register_impls(m); }

@@ -1,0 +1,212 @@
+"""In-place-when-safe variants: write into the first argument's memory when that cannot invalidate anything
+autograd saved, otherwise leave it untouched and return a new tensor. Callers rebind:
+``total = safe_ops.add_(total, x, alpha=i)``.
+
+The decision (csrc/python_module.cpp) reads reference counts of the borrowed tensor in C++, where they are
+exact; it needs no global mode and no hooks. The rules, most specific first:
+
+- inference tensor outside inference mode -> copy (torch forbids the write)
+- no_grad and a leaf that requires grad (a Parameter) -> in place, unless a pending graph saved it or something
+  aliases it: then InplaceHazardError (a copy would never reach the module that owns the Parameter)
+- grad mode and a leaf that requires grad -> copy (the write is the leaf error)
+- a view, or a tensor whose elements overlap (expand) -> copy
+- grad mode and saved_tensors_hooks active -> copy (a hook may hold the tensor where counts can't see it)
+- another holder of the tensor (an autograd node saved it as an input) -> copy
+- another tensor shares its memory (a node saved it as an output, a view, ``.data``) -> copy
+- otherwise -> in place, recording autograd history as Tensor.add_ does
+The result must also have the input's shape and dtype, and the input must not be one of the other operands.
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from . import _C
+from ._native import ops
+from ._ops import Number, _weights_list, accumulate, add, addcmul, lerp, sub
+
+
+class InplaceHazardError(RuntimeError):
+    """An in-place update that can be neither done safely nor replaced by a copy."""
+
+
+class Decision(IntEnum):
+    """Why a tensor can or cannot be written in place (mirrors csrc/python_module.cpp)."""
+
+    IN_PLACE = 0
+    COPY_LEAF_REQUIRES_GRAD = 1
+    COPY_VIEW = 2
+    COPY_INTERNAL_OVERLAP = 3
+    COPY_HELD_ELSEWHERE = 4
+    COPY_SHARED_STORAGE = 5
+    COPY_INFERENCE = 6
+    COPY_HOOKS_ACTIVE = 7
+    RAISE_SAVED_LEAF_NO_GRAD = 8
+
+
+_decide = _C._inplace_decision
+
+
+def inplace_decision(t: Tensor) -> Decision:
+    """Why ``t`` would or would not be written in place right now (see the module docstring)."""
+    return Decision(_decide(t))
+
+
+def can_write_inplace(t: Tensor) -> bool:
+    """Whether writing into ``t``'s memory now cannot invalidate anything autograd saved."""
+    return _decide(t) == 0
+
+
+def _leaf_in_no_grad(t: Tensor) -> bool:
+    return t.requires_grad and t.is_leaf and not torch.is_grad_enabled()
+
+
+def _hazard(op: str, t: Tensor, why: str) -> InplaceHazardError:
+    return InplaceHazardError(
+        f"safe_ops.{op}: cannot update this {tuple(t.shape)} {t.dtype} leaf that requires grad (a Parameter?) "
+        f"under torch.no_grad(): {why} A copy would never reach the module that owns it. Run the pending "
+        f"backward (or free its graph) first, or update a clone explicitly."
+    )
+
+
+def _writable(op: str, input: Tensor, others: Sequence[Tensor], fits: bool) -> bool:
+    """True: write into `input`. False: return a new tensor. Raises where neither is safe."""
+    decision = _decide(input)
+    if decision == Decision.RAISE_SAVED_LEAF_NO_GRAD:
+        raise _hazard(op, input, "a pending backward saved it, or another tensor aliases its memory, so writing "
+                      "it would corrupt that backward's gradients.")
+    if not fits:
+        if _leaf_in_no_grad(input):
+            raise _hazard(op, input, "the result's shape or dtype differs from the leaf's, so it cannot be "
+                          "written in place.")
+        return False
+    if decision != Decision.IN_PLACE:
+        return False
+    if torch.is_grad_enabled() and any(o is input for o in others):
+        return False  # the op may save that operand, which the write would destroy
+    return True
+
+
+def _fits(input: Tensor, shape, dtype: torch.dtype) -> bool:
+    return dtype == input.dtype and tuple(shape) == tuple(input.shape)
+
+
+def _fits_operands(input: Tensor, others: Sequence[Tensor], dtype: Optional[torch.dtype] = None) -> bool:
+    if dtype is None:
+        dtype = input.dtype
+        for o in others:
+            if o.dtype != dtype:
+                dtype = torch.result_type(input, o) if o.dim() > 0 or dtype == input.dtype else dtype
+    if dtype != input.dtype:
+        return False
+    shape = input.shape
+    if all(o.shape == shape for o in others):
+        return True
+    return tuple(torch.broadcast_shapes(shape, *(o.shape for o in others))) == tuple(shape)
+
+
+def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
+    """``input + alpha * other``, written into ``input`` when safe (then returns ``input``), else a new tensor.
+
+    Never raises the version-counter or leaf error. Under ``torch.no_grad()`` a leaf that requires grad is
+    written in place, or, if a pending backward saved it, InplaceHazardError is raised. Saved for backward:
+    nothing.
+    """
+    if isinstance(other, Tensor):
+        fits = other.dtype == input.dtype and other.shape == input.shape or _fits(
+            input, torch.broadcast_shapes(input.shape, other.shape), torch.result_type(input, other))
+        if _writable("add_", input, (other,), fits):
+            ops.add_inplace.Tensor(input, other, alpha=alpha)
+            return input
+        return add(input, other, alpha=alpha)
+    if _writable("add_", input, (), torch.result_type(input, other) == input.dtype):
+        ops.add_inplace.Scalar(input, other, alpha)
+        return input
+    return add(input, other, alpha=alpha)
+
+
+def sub_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
+    """``input - alpha * other``, in place when safe; see :func:`add_`."""
+    if isinstance(other, Tensor):
+        fits = other.dtype == input.dtype and other.shape == input.shape or _fits(
+            input, torch.broadcast_shapes(input.shape, other.shape), torch.result_type(input, other))
+        if _writable("sub_", input, (other,), fits):
+            ops.sub_inplace.Tensor(input, other, alpha=alpha)
+            return input
+        return sub(input, other, alpha=alpha)
+    if _writable("sub_", input, (), torch.result_type(input, other) == input.dtype):
+        ops.sub_inplace.Scalar(input, other, alpha)
+        return input
+    return sub(input, other, alpha=alpha)
+
+
+def accumulate_(
+    out: Tensor, tensors: Sequence[Tensor], weights: Optional[Union[Sequence[Number], Tensor]] = None
+) -> Tensor:
+    """``out + Σ weights[i] * tensors[i]`` in one pass, written into ``out`` when safe; see :func:`add_`.
+
+    Saved for backward: as :func:`accumulate`; ``out`` itself is never saved.
+    """
+    tensors = list(tensors)
+    operands = [out] + tensors
+    dtype = ops.accumulate.weights_tensor if False else None  # noqa: F841 (kept simple below)
+    from ._fake import _accumulate_dtype
+
+    weights_tensor = weights if isinstance(weights, Tensor) else None
+    fits = len(tensors) > 0 and _fits_operands(out, tensors, _accumulate_dtype(operands, weights_tensor))
+    others = tensors + ([weights_tensor] if weights_tensor is not None else [])
+    if _writable("accumulate_", out, others, fits):
+        if weights_tensor is not None:
+            ops.accumulate_inplace.weights_tensor(out, tensors, weights_tensor)
+        else:
+            ops.accumulate_inplace.default(out, tensors, None if weights is None else _weights_list(weights))
+        return out
+    all_weights = weights
+    if isinstance(weights, Tensor):
+        all_weights = torch.cat([weights.new_ones(1), weights])
+    elif weights is not None:
+        all_weights = [1.0] + _weights_list(weights)
+    return accumulate(operands, all_weights)
+
+
+def addcmul_(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number = 1) -> Tensor:
+    """``input + value * tensor1 * tensor2``, in place when safe; see :func:`add_`.
+
+    Saved for backward: as :func:`addcmul` (never ``input``).
+    """
+    from ._fake import _accumulate_dtype
+
+    others = (tensor1, tensor2)
+    fits = _fits_operands(input, others, _accumulate_dtype((input,) + others, None))
+    if _writable("addcmul_", input, others, fits):
+        ops.addcmul_inplace.default(input, tensor1, tensor2, value=value)
+        return input
+    return addcmul(input, tensor1, tensor2, value=value)
+
+
+def lerp_(input: Tensor, end: Tensor, weight: Union[Tensor, Number]) -> Tensor:
+    """``input + weight * (end - input)``, in place when safe; see :func:`add_`. The EMA update:
+    ``ema = safe_ops.lerp_(ema, x, 1 - decay)``.
+
+    With a tensor weight that requires grad the result is always a new tensor: the weight's gradient reads
+    the original ``input``.
+    """
+    if isinstance(weight, Tensor):
+        others = (end, weight)
+        fits = end.dtype == input.dtype and weight.dtype == input.dtype and _fits_operands(input, others)
+        if torch.is_grad_enabled() and weight.requires_grad and not _leaf_in_no_grad(input):
+            fits_now = False
+        else:
+            fits_now = fits
+        if _writable("lerp_", input, others, fits_now):
+            ops.lerp_inplace.Tensor(input, end, weight)
+            return input
+        return lerp(input, end, weight)
+    fits = end.dtype == input.dtype and _fits_operands(input, (end,))
+    if _writable("lerp_", input, (end,), fits):
+        ops.lerp_inplace.Scalar(input, end, weight)
+        return input
+    return lerp(input, end, weight)

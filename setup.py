@@ -1,0 +1,73 @@
+"""Builds the safe_ops._C extension: CPU kernels always; CUDA kernels too when torch is a CUDA build and nvcc is
+found. SAFE_OPS_CUDA=0|1 forces either way. Never build with pip's build isolation: it would fetch another torch.
+"""
+import glob
+import os
+import site
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# torch's cpp_extension reads CUDA_HOME when imported; nvcc on these machines lives in /usr/local/cuda.
+if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils import cpp_extension  # noqa: E402
+
+
+def _want_cuda() -> bool:
+    forced = os.environ.get("SAFE_OPS_CUDA")
+    available = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+    if forced is None:
+        return available
+    if forced == "1" and not available:
+        sys.exit("SAFE_OPS_CUDA=1, but torch is not a CUDA build or nvcc was not found (set CUDA_HOME)")
+    return forced == "1"
+
+
+def _cuda_include_dirs() -> list:
+    # pip's CUDA torch wheels keep the CUDA headers (cusparse.h, ...) in site-packages/nvidia/*/include.
+    dirs = []
+    for base in site.getsitepackages() + [site.getusersitepackages()]:
+        dirs += sorted(glob.glob(os.path.join(base, "nvidia", "*", "include")))
+    return dirs
+
+
+def _extension():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp"))
+    cxx = ["-O3", "-fopenmp"]
+    # at::parallel_for inlines OpenMP pragmas: without -fopenmp our loops would run on one thread.
+    link = ["-fopenmp"]
+    if not _want_cuda():
+        return cpp_extension.CppExtension(
+            "safe_ops._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
+        )
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # torch picks the visible GPUs' archs; with none visible it would fail. H100/H200 are 9.0.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+    sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+    nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
+    return cpp_extension.CUDAExtension(
+        "safe_ops._C",
+        sources,
+        include_dirs=_cuda_include_dirs(),
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        extra_link_args=link,
+    )
+
+
+setup(
+    name="safe_ops",
+    version="0.1.0",
+    description="Fused, autograd-safe accumulation ops for PyTorch (add, sub, addcmul, lerp, accumulate)",
+    packages=find_packages(include=["safe_ops", "safe_ops.*"]),
+    package_data={"safe_ops": ["py.typed"]},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.11"],
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    zip_safe=False,
+)
