@@ -4,6 +4,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ExpandUtils.h>
 #include <ATen/native/TypeProperties.h>
 
 #include <vector>
@@ -121,10 +122,12 @@ at::Tensor dot_many(const at::Tensor& grad, at::TensorList tensors) {
   at::Tensor result = at::zeros({static_cast<int64_t>(tensors.size())}, grad.options().dtype(at::kDouble));
   if (tensors.empty()) return result;
   std::vector<at::Tensor> inputs{grad};
-  for (const auto& t : tensors) inputs.push_back(prepare_operand(t, grad.scalar_type(), grad.device()));
+  for (const auto& t : tensors) {
+    TORCH_CHECK(at::is_expandable_to(t.sizes(), grad.sizes()), "safe_ops.dot_many: a tensor of shape ", t.sizes(),
+                " does not broadcast to grad's shape ", grad.sizes());
+    inputs.push_back(prepare_operand(t, grad.scalar_type(), grad.device()));
+  }
   at::TensorIterator iter = make_iterator({}, inputs);
-  TORCH_CHECK(iter.shape().equals(grad.sizes()), "safe_ops.dot_many: tensors must broadcast to grad's shape ",
-              grad.sizes());
   if (iter.numel() > 0) kernels_for(grad.device().type()).dot_many(iter, result);
   return result;
 }

@@ -19,9 +19,10 @@ at::Tensor addcmul_into(const at::Tensor& out, const at::Tensor& self, const at:
   if (out.defined()) check_inplace_result(out, dtype, name);
   const c10::Device device = out.defined() ? out.device() : common_device({self, t1, t2});
   OpDeviceGuard guard(device);
-  at::TensorIterator iter = make_iterator(
-      {out}, {prepare_operand(self, dtype, device), prepare_operand(t1, dtype, device),
-              prepare_operand(t2, dtype, device)});
+  // The iterator borrows its operands: keep the converted ones alive as long as it.
+  const std::vector<at::Tensor> inputs{prepare_operand(self, dtype, device), prepare_operand(t1, dtype, device),
+                                       prepare_operand(t2, dtype, device)};
+  at::TensorIterator iter = make_iterator({out}, inputs);
   if (iter.numel() > 0) kernels_for(device.type()).addcmul(iter, value.toDouble());
   return iter.output(0);
 }

@@ -21,7 +21,7 @@ c10::Device common_device(at::TensorList tensors);
 // `t` converted to `dtype` and, if it is a 0-dim CPU tensor, moved to `device`; `t` itself when nothing changes.
 at::Tensor prepare_operand(const at::Tensor& t, at::ScalarType dtype, c10::Device device);
 
-// A TensorIterator over [outputs..., inputs...]. Undefined outputs are allocated with torch's elementwise
+// A TensorIterator over [outputs..., inputs...]. It borrows the tensors: they must outlive it. Undefined outputs are allocated with torch's elementwise
 // layout rules; defined outputs (in-place ops) must already have the broadcast shape: they are never resized.
 at::TensorIterator make_iterator(at::TensorList outputs, at::TensorList inputs);
 

@@ -3,6 +3,7 @@ kernels, which allocate their outputs through a TensorIterator. `_elementwise_em
 iterator's layout rules (ATen/TensorIterator.cpp: fast setup, then reorder_dimensions)."""
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence
 
 import torch
@@ -23,9 +24,16 @@ def is_non_overlapping_and_dense(t: Tensor) -> bool:
     """TensorImpl::compute_non_overlapping_and_dense (torch._prims_common renamed its copy across versions)."""
     if t.dim() == 1:
         return t.shape[0] < 2 or t.stride(0) == 1
+    def before(a: int, b: int) -> int:  # the C++ comparator; bool() guards on symbolic sizes
+        if bool(t.shape[a] < 2):
+            return 1
+        if bool(t.shape[b] < 2):
+            return -1
+        return -1 if bool(t.stride(a) < t.stride(b)) else (1 if bool(t.stride(b) < t.stride(a)) else 0)
+
     expected = 1
-    for d in sorted(range(t.dim()), key=lambda d: (t.shape[d] < 2, t.stride(d))):
-        if t.shape[d] < 2:
+    for d in sorted(range(t.dim()), key=functools.cmp_to_key(before)):
+        if bool(t.shape[d] < 2):
             return True
         if t.stride(d) != expected:
             return False

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _C
+from ._fake import _accumulate_dtype
 from ._native import ops
 from ._ops import Number, _weights_list, accumulate, add, addcmul, lerp, sub
 
@@ -151,12 +152,11 @@ def accumulate_(
     Saved for backward: as :func:`accumulate`; ``out`` itself is never saved.
     """
     tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("safe_ops.accumulate_ expects a non-empty list of tensors")
     operands = [out] + tensors
-    dtype = ops.accumulate.weights_tensor if False else None  # noqa: F841 (kept simple below)
-    from ._fake import _accumulate_dtype
-
     weights_tensor = weights if isinstance(weights, Tensor) else None
-    fits = len(tensors) > 0 and _fits_operands(out, tensors, _accumulate_dtype(operands, weights_tensor))
+    fits = _fits_operands(out, tensors, _accumulate_dtype(operands, weights_tensor))
     others = tensors + ([weights_tensor] if weights_tensor is not None else [])
     if _writable("accumulate_", out, others, fits):
         if weights_tensor is not None:
@@ -177,8 +177,6 @@ def addcmul_(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number =
 
     Saved for backward: as :func:`addcmul` (never ``input``).
     """
-    from ._fake import _accumulate_dtype
-
     others = (tensor1, tensor2)
     fits = _fits_operands(input, others, _accumulate_dtype((input,) + others, None))
     if _writable("addcmul_", input, others, fits):

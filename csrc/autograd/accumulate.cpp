@@ -4,7 +4,6 @@
 #include "common.h"
 
 #include <ATen/ops/stack.h>
-#include <ATen/ops/tensor.h>
 
 #include <optional>
 
@@ -79,12 +78,11 @@ struct AccumulateBackward final : Node {
       std::vector<at::Tensor> scaled;
       if (has_weights_tensor) {
         static const auto scale_many = find_op<ScaleManyTensorSig>("safe_ops::scale_many", "weights_tensor");
-        std::vector<int64_t> index;
-        for (int64_t i : fused) index.push_back(i - offset);
+        // Dispatcher ops only (no host-built index tensor), so that tracing under FakeTensor works.
+        std::vector<at::Tensor> selected_weights;
+        for (int64_t i : fused) selected_weights.push_back(w.select(0, i - offset));
         const at::Tensor selected =
-            static_cast<int64_t>(index.size()) == w.size(0)
-                ? w
-                : w.index_select(0, at::tensor(index, at::TensorOptions().dtype(at::kLong)).to(w.device()));
+            static_cast<int64_t>(fused.size()) == w.size(0) ? w : at::stack(selected_weights);
         scaled = scale_many.call(grad, selected);
       } else {
         static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
