@@ -27,7 +27,7 @@ from torch import Tensor
 from . import _C
 from ._fake import _accumulate_dtype
 from ._native import ops
-from ._ops import Number, _weights_list, accumulate, add, addcmul, lerp, sub
+from ._ops import Number, _weights_list, accumulate, add, addcmul, call_op, lerp, sub
 
 
 class InplaceHazardError(RuntimeError):
@@ -96,17 +96,32 @@ def _fits(input: Tensor, shape, dtype: torch.dtype) -> bool:
 
 
 def _fits_operands(input: Tensor, others: Sequence[Tensor], dtype: Optional[torch.dtype] = None) -> bool:
-    if dtype is None:
-        dtype = input.dtype
-        for o in others:
-            if o.dtype != dtype:
-                dtype = torch.result_type(input, o) if o.dim() > 0 or dtype == input.dtype else dtype
-    if dtype != input.dtype:
+    """Does the op's result (dtype: its result dtype, default input's) have input's shape and dtype?"""
+    if dtype is not None and dtype != input.dtype:
         return False
     shape = input.shape
     if all(o.shape == shape for o in others):
         return True
     return tuple(torch.broadcast_shapes(shape, *(o.shape for o in others))) == tuple(shape)
+
+
+def _tensor_fits(input: Tensor, other: Tensor) -> bool:
+    """Does input (op) other have input's shape and dtype? (the common case is checked first, cheaply)"""
+    if other.dtype == input.dtype and other.shape == input.shape:
+        return True
+    return _fits(input, torch.broadcast_shapes(input.shape, other.shape), torch.result_type(input, other))
+
+
+def _add_inplace_tensor(a, b, alpha):
+    return ops.add_inplace.Tensor(a, b, alpha=alpha)
+
+
+def _sub_inplace_tensor(a, b, alpha):
+    return ops.sub_inplace.Tensor(a, b, alpha=alpha)
+
+
+def _addcmul_inplace(a, b, c, value):
+    return ops.addcmul_inplace.default(a, b, c, value=value)
 
 
 def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
@@ -117,14 +132,12 @@ def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> T
     nothing.
     """
     if isinstance(other, Tensor):
-        fits = other.dtype == input.dtype and other.shape == input.shape or _fits(
-            input, torch.broadcast_shapes(input.shape, other.shape), torch.result_type(input, other))
-        if _writable("add_", input, (other,), fits):
-            ops.add_inplace.Tensor(input, other, alpha=alpha)
+        if _writable("add_", input, (other,), _tensor_fits(input, other)):
+            call_op(_C.add_inplace_tensor, _add_inplace_tensor, input, other, alpha)
             return input
         return add(input, other, alpha=alpha)
     if _writable("add_", input, (), torch.result_type(input, other) == input.dtype):
-        ops.add_inplace.Scalar(input, other, alpha)
+        call_op(_C.add_inplace_scalar, ops.add_inplace.Scalar, input, other, alpha)
         return input
     return add(input, other, alpha=alpha)
 
@@ -132,14 +145,12 @@ def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> T
 def sub_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
     """``input - alpha * other``, in place when safe; see :func:`add_`."""
     if isinstance(other, Tensor):
-        fits = other.dtype == input.dtype and other.shape == input.shape or _fits(
-            input, torch.broadcast_shapes(input.shape, other.shape), torch.result_type(input, other))
-        if _writable("sub_", input, (other,), fits):
-            ops.sub_inplace.Tensor(input, other, alpha=alpha)
+        if _writable("sub_", input, (other,), _tensor_fits(input, other)):
+            call_op(_C.sub_inplace_tensor, _sub_inplace_tensor, input, other, alpha)
             return input
         return sub(input, other, alpha=alpha)
     if _writable("sub_", input, (), torch.result_type(input, other) == input.dtype):
-        ops.sub_inplace.Scalar(input, other, alpha)
+        call_op(_C.sub_inplace_scalar, ops.sub_inplace.Scalar, input, other, alpha)
         return input
     return sub(input, other, alpha=alpha)
 
@@ -154,22 +165,21 @@ def accumulate_(
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("safe_ops.accumulate_ expects a non-empty list of tensors")
-    operands = [out] + tensors
     weights_tensor = weights if isinstance(weights, Tensor) else None
-    fits = _fits_operands(out, tensors, _accumulate_dtype(operands, weights_tensor))
+    fits = _fits_operands(out, tensors, _accumulate_dtype([out] + tensors, weights_tensor))
     others = tensors + ([weights_tensor] if weights_tensor is not None else [])
     if _writable("accumulate_", out, others, fits):
         if weights_tensor is not None:
-            ops.accumulate_inplace.weights_tensor(out, tensors, weights_tensor)
+            call_op(_C.accumulate_inplace_weights_tensor, ops.accumulate_inplace.weights_tensor,
+                    out, tensors, weights_tensor)
         else:
-            ops.accumulate_inplace.default(out, tensors, None if weights is None else _weights_list(weights))
+            call_op(_C.accumulate_inplace, ops.accumulate_inplace.default,
+                    out, tensors, None if weights is None else _weights_list(weights))
         return out
-    all_weights = weights
-    if isinstance(weights, Tensor):
-        all_weights = torch.cat([weights.new_ones(1), weights])
-    elif weights is not None:
-        all_weights = [1.0] + _weights_list(weights)
-    return accumulate(operands, all_weights)
+    # out + Σ w_i x_i as one functional accumulate, with weight 1 for out
+    if weights_tensor is not None:
+        return accumulate([out] + tensors, torch.cat([weights_tensor.new_ones(1), weights_tensor]))
+    return accumulate([out] + tensors, None if weights is None else [1.0] + _weights_list(weights))
 
 
 def addcmul_(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number = 1) -> Tensor:
@@ -180,7 +190,7 @@ def addcmul_(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number =
     others = (tensor1, tensor2)
     fits = _fits_operands(input, others, _accumulate_dtype((input,) + others, None))
     if _writable("addcmul_", input, others, fits):
-        ops.addcmul_inplace.default(input, tensor1, tensor2, value=value)
+        call_op(_C.addcmul_inplace, _addcmul_inplace, input, tensor1, tensor2, value)
         return input
     return addcmul(input, tensor1, tensor2, value=value)
 
@@ -189,22 +199,20 @@ def lerp_(input: Tensor, end: Tensor, weight: Union[Tensor, Number]) -> Tensor:
     """``input + weight * (end - input)``, in place when safe; see :func:`add_`. The EMA update:
     ``ema = safe_ops.lerp_(ema, x, 1 - decay)``.
 
-    With a tensor weight that requires grad the result is always a new tensor: the weight's gradient reads
-    the original ``input``.
+    With a tensor weight that requires grad (in grad mode) the result is always a new tensor: the weight's
+    gradient reads the original ``input``.
     """
     if isinstance(weight, Tensor):
         others = (end, weight)
         fits = end.dtype == input.dtype and weight.dtype == input.dtype and _fits_operands(input, others)
-        if torch.is_grad_enabled() and weight.requires_grad and not _leaf_in_no_grad(input):
-            fits_now = False
-        else:
-            fits_now = fits
-        if _writable("lerp_", input, others, fits_now):
-            ops.lerp_inplace.Tensor(input, end, weight)
+        if fits and torch.is_grad_enabled() and weight.requires_grad:
+            fits = False
+        if _writable("lerp_", input, others, fits):
+            call_op(_C.lerp_inplace_tensor, ops.lerp_inplace.Tensor, input, end, weight)
             return input
         return lerp(input, end, weight)
     fits = end.dtype == input.dtype and _fits_operands(input, (end,))
     if _writable("lerp_", input, (end,), fits):
-        ops.lerp_inplace.Scalar(input, end, weight)
+        call_op(_C.lerp_inplace_scalar, ops.lerp_inplace.Scalar, input, end, weight)
         return input
     return lerp(input, end, weight)

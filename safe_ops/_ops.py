@@ -1,28 +1,43 @@
-"""The functional ops: thin wrappers over torch.ops.safe_ops.* that mirror torch's signatures.
+"""The functional ops: thin wrappers that mirror torch's signatures.
 
-Each call goes straight to one OpOverload: the overload is chosen here by Python type, and the autograd
-formula runs in C++ (csrc/autograd/), so a call costs about what a torch op costs.
+A call goes to the C fast entry point for its signature (csrc/python_module.cpp), which calls the op through
+the dispatcher; the autograd formula runs in C++ (csrc/autograd/), so a call costs about what a torch op
+costs. Under torch.compile, or when the fast entry declines (tensor subclasses, torch-function modes, unusual
+scalars), the same op is called through torch.ops.safe_ops, which dynamo traces and which handles everything.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.compiler import is_compiling
 
+from . import _C
 from ._native import ops
 
 Number = Union[int, float, bool]
 
-_add_tensor = ops.add.Tensor
-_add_scalar = ops.add.Scalar
-_sub_tensor = ops.sub.Tensor
-_sub_scalar = ops.sub.Scalar
-_accumulate = ops.accumulate.default
-_accumulate_weights_tensor = ops.accumulate.weights_tensor
-_addcmul = ops.addcmul.default
-_lerp_scalar = ops.lerp.Scalar
-_lerp_tensor = ops.lerp.Tensor
+
+def call_op(fast: Callable, slow: Callable, *args):
+    """`fast(*args)` (a _C entry point) unless compiling or it declines; else `slow(*args)` (torch.ops)."""
+    if not is_compiling():
+        result = fast(*args)
+        if result is not NotImplemented:
+            return result
+    return slow(*args)
+
+
+def _add_tensor(a, b, alpha):
+    return ops.add.Tensor(a, b, alpha=alpha)
+
+
+def _sub_tensor(a, b, alpha):
+    return ops.sub.Tensor(a, b, alpha=alpha)
+
+
+def _addcmul(a, b, c, value):
+    return ops.addcmul.default(a, b, c, value=value)
 
 
 def add(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
@@ -31,15 +46,15 @@ def add(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Te
     Saved for backward: nothing (two shapes and ``alpha``). Never writes into its inputs.
     """
     if isinstance(other, Tensor):
-        return _add_tensor(input, other, alpha=alpha)
-    return _add_scalar(input, other, alpha)
+        return call_op(_C.add_tensor, _add_tensor, input, other, alpha)
+    return call_op(_C.add_scalar, ops.add.Scalar, input, other, alpha)
 
 
 def sub(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
     """``input - alpha * other``, like :func:`torch.sub`. Saved for backward: nothing. Never writes in place."""
     if isinstance(other, Tensor):
-        return _sub_tensor(input, other, alpha=alpha)
-    return _sub_scalar(input, other, alpha)
+        return call_op(_C.sub_tensor, _sub_tensor, input, other, alpha)
+    return call_op(_C.sub_scalar, ops.sub.Scalar, input, other, alpha)
 
 
 def _weights_list(weights: Sequence[Number]) -> list:
@@ -57,8 +72,10 @@ def accumulate(tensors: Sequence[Tensor], weights: Optional[Union[Sequence[Numbe
     need a gradient and the weights (K numbers) only if some tensor does. Never writes in place.
     """
     if isinstance(weights, Tensor):
-        return _accumulate_weights_tensor(tensors, weights)
-    return _accumulate(tensors, None if weights is None else _weights_list(weights))
+        return call_op(_C.accumulate_weights_tensor, ops.accumulate.weights_tensor, tensors, weights)
+    if weights is not None:
+        weights = _weights_list(weights)
+    return call_op(_C.accumulate, ops.accumulate.default, tensors, weights)
 
 
 def addcmul(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number = 1) -> Tensor:
@@ -67,7 +84,7 @@ def addcmul(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number = 
     Saved for backward: ``tensor2`` only if ``tensor1`` needs a gradient, ``tensor1`` only if ``tensor2`` does,
     nothing for ``input``. Never writes in place.
     """
-    return _addcmul(input, tensor1, tensor2, value=value)
+    return call_op(_C.addcmul, _addcmul, input, tensor1, tensor2, value)
 
 
 def lerp(input: Tensor, end: Tensor, weight: Union[Tensor, Number]) -> Tensor:
@@ -78,5 +95,5 @@ def lerp(input: Tensor, end: Tensor, weight: Union[Tensor, Number]) -> Tensor:
     only if the weight does. Never writes in place.
     """
     if isinstance(weight, Tensor):
-        return _lerp_tensor(input, end, weight)
-    return _lerp_scalar(input, end, weight)
+        return call_op(_C.lerp_tensor, ops.lerp.Tensor, input, end, weight)
+    return call_op(_C.lerp_scalar, ops.lerp.Scalar, input, end, weight)
