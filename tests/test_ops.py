@@ -218,3 +218,18 @@ def test_cuda_cpu_scalar_tensor_joins_cuda_operands():
     s = torch.tensor(2.0)
     torch.testing.assert_close(safe_ops.add(a, s), torch.add(a, s))
     torch.testing.assert_close(safe_ops.accumulate([a, s], [1.0, 3.0]), a + 3 * s)
+
+
+@pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
+def test_fake_kernels_match_real_outputs_including_strides(info):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float16):
+        for sample in info.samples(dtype, "cpu"):
+            real = info.op(*sample.args, **sample.kwargs)
+            with FakeTensorMode(allow_non_fake_inputs=False) as mode:
+                fake_sample = replace_tensors(sample, lambda t: mode.from_tensor(t))
+                fake = info.op(*fake_sample.args, **fake_sample.kwargs)
+            assert (fake.shape, fake.dtype, fake.device) == (real.shape, real.dtype, real.device), sample.desc
+            assert _significant_strides(fake) == _significant_strides(real), sample.desc
