@@ -4,12 +4,13 @@ iterator's layout rules (ATen/TensorIterator.cpp: fast setup, then reorder_dimen
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
 
-from ._native import ops
+from . import _native  # noqa: F401  (the ops must be registered before their fakes)
+from ._promotion import accumulate_dtype
 
 
 def _device(tensors: Sequence[Tensor]) -> torch.device:
@@ -124,47 +125,10 @@ def _sub_scalar_fake(self, other, alpha=1):
     return _add_scalar_fake(self, other)
 
 
-def _accumulate_dtype(tensors: Sequence[Tensor], weights: Optional[Tensor]) -> torch.dtype:
-    # The C++ ResultTypeState fold over the whole list (torch.result_type takes only two operands):
-    # dimensioned tensors first; 0-dim tensors (and the weights, as Σ w[i]·x[i] sees them) count only when
-    # their category is higher.
-    dim_result = None
-    zero_result = None
-    for t in tensors:
-        if t.dim() > 0:
-            dim_result = t.dtype if dim_result is None else torch.promote_types(dim_result, t.dtype)
-        else:
-            zero_result = t.dtype if zero_result is None else torch.promote_types(zero_result, t.dtype)
-    if weights is not None:
-        zero_result = weights.dtype if zero_result is None else torch.promote_types(zero_result, weights.dtype)
-    return _combine_categories(dim_result, zero_result)
-
-
-def _category(dtype: torch.dtype) -> int:
-    if dtype == torch.bool:
-        return 0
-    if dtype.is_complex:
-        return 3
-    if dtype.is_floating_point:
-        return 2
-    return 1
-
-
-def _combine_categories(higher: Optional[torch.dtype], lower: Optional[torch.dtype]) -> torch.dtype:
-    # at::native::result_type(ResultTypeState): a lower-priority result counts only if its category is higher.
-    if higher is None:
-        return lower
-    if lower is None:
-        return higher
-    if _category(higher) >= _category(lower):
-        return higher
-    return torch.promote_types(higher, lower)
-
-
 def _accumulate_fake_impl(tensors, weights_tensor=None):
     if len(tensors) == 0:
         raise RuntimeError("safe_ops.accumulate expects a non-empty list of tensors")
-    dtype = _accumulate_dtype(tensors, weights_tensor)
+    dtype = accumulate_dtype(tensors, weights_tensor)
     return _elementwise_empty(list(tensors), dtype, _device(tensors))
 
 
@@ -181,7 +145,7 @@ def _accumulate_weights_tensor_fake(tensors, weights):
 @torch.library.register_fake("safe_ops::addcmul")
 def _addcmul_fake(self, tensor1, tensor2, *, value=1):
     operands = [self, tensor1, tensor2]
-    return _elementwise_empty(operands, _accumulate_dtype(operands, None), _device(operands))
+    return _elementwise_empty(operands, accumulate_dtype(operands, None), _device(operands))
 
 
 @torch.library.register_fake("safe_ops::lerp.Scalar")

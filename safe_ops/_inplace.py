@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._fake import _accumulate_dtype
 from ._native import ops
+from ._promotion import accumulate_dtype
 from ._ops import Number, _weights_list, accumulate, add, addcmul, call_op, lerp, sub
 
 
@@ -166,7 +166,7 @@ def accumulate_(
     if not tensors:
         raise RuntimeError("safe_ops.accumulate_ expects a non-empty list of tensors")
     weights_tensor = weights if isinstance(weights, Tensor) else None
-    fits = _fits_operands(out, tensors, _accumulate_dtype([out] + tensors, weights_tensor))
+    fits = _fits_operands(out, tensors, accumulate_dtype([out] + tensors, weights_tensor))
     others = tensors + ([weights_tensor] if weights_tensor is not None else [])
     if _writable("accumulate_", out, others, fits):
         if weights_tensor is not None:
@@ -188,7 +188,7 @@ def addcmul_(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number =
     Saved for backward: as :func:`addcmul` (never ``input``).
     """
     others = (tensor1, tensor2)
-    fits = _fits_operands(input, others, _accumulate_dtype((input,) + others, None))
+    fits = _fits_operands(input, others, accumulate_dtype((input,) + others, None))
     if _writable("addcmul_", input, others, fits):
         call_op(_C.addcmul_inplace, _addcmul_inplace, input, tensor1, tensor2, value)
         return input

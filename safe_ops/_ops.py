@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
-import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 

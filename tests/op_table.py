@@ -3,9 +3,8 @@ torch reference, and a sample-input generator. Parity, gradcheck, opcheck, saved
 input and compile tests all iterate it, so a new op is tested the moment its row exists."""
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence
 
 import torch
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import safe_ops
-from op_table import FLOAT_DTYPES, OP_TABLE, Sample, op_ids, replace_tensors
+from op_table import FLOAT_DTYPES, OP_TABLE, op_ids, replace_tensors
 
 CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
