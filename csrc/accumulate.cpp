@@ -7,6 +7,7 @@
 #include <ATen/ExpandUtils.h>
 #include <ATen/native/TypeProperties.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace safe_ops {
@@ -63,8 +64,18 @@ at::Tensor accumulate_into(const at::Tensor& out, at::TensorList tensors, std::o
     w.push_back(1.0);
   }
   for (int64_t i = 0; i < k; ++i) {
+    const double wi = weights.has_value() ? (*weights)[i] : 1.0;
+    // The same tensor listed again (e.g. [x] * K with weights 0..K-1) is read once with its weights summed.
+    // Host weights only: a weights tensor would need a device-to-host sync to do this.
+    if (!weights_tensor.defined()) {
+      auto same = std::find_if(inputs.begin(), inputs.end(), [&](const at::Tensor& t) { return t.is_same(tensors[i]); });
+      if (same != inputs.end() && !(out.defined() && same == inputs.begin())) {
+        w[same - inputs.begin()] += wi;
+        continue;
+      }
+    }
     inputs.push_back(tensors[i]);
-    w.push_back(weights.has_value() ? (*weights)[i] : 1.0);
+    w.push_back(wi);
   }
   LinearCoeffs coeffs;
   coeffs.weights = w;

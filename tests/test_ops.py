@@ -189,6 +189,18 @@ def test_saved_tensors_are_exactly_what_backward_reads(info):
     assert checked > 5
 
 
+def test_accumulate_reads_a_repeated_tensor_once():
+    x = torch.randn(1000, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1000, dtype=torch.float64)
+    out = safe_ops.accumulate([x, y, x, x], [1.0, 2.0, 3.0, 4.0])  # = 8x + 2y, x read once
+    torch.testing.assert_close(out, 8 * x + 2 * y)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 8.0))
+    total = torch.zeros(1000, dtype=torch.float64)
+    assert safe_ops.accumulate_(total, [y] * 8, list(range(8))) is total
+    torch.testing.assert_close(total, 28 * y)
+
+
 def test_accumulate_backward_with_unit_weights_allocates_no_gradient():
     xs = [torch.randn(8, requires_grad=True) for _ in range(3)]
     grads = torch.autograd.grad(safe_ops.accumulate(xs), xs, torch.ones(8))
