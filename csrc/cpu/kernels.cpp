@@ -13,12 +13,38 @@
 #include <cmath>
 #include <vector>
 
+// The contiguous inner loops, once per instruction set (see contiguous_loops.h).
+#define SAFE_OPS_ISA baseline
+#include "contiguous_loops.h"
+#undef SAFE_OPS_ISA
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define SAFE_OPS_ISA avx2
+#include "contiguous_loops.h"
+#undef SAFE_OPS_ISA
+#pragma GCC pop_options
+#define SAFE_OPS_HAVE_AVX2_LOOPS 1
+#endif
+
 namespace safe_ops {
 namespace {
 
+// The AVX2 loops when this CPU has AVX2 (checked once). This build otherwise targets baseline x86-64, so the
+// module loads on any CPU; AVX2 doubles the arithmetic rate of the K-input loops, which on a 2-core machine
+// bound them before memory bandwidth did.
+bool use_avx2() {
+#ifdef SAFE_OPS_HAVE_AVX2_LOOPS
+  static const bool supported = __builtin_cpu_supports("avx2");
+  return supported;
+#else
+  return false;
+#endif
+}
+
 // Elements per accumulator block in the K-input loops: the block's opmath accumulator stays in L1 while the
 // K inputs stream through it once.
-constexpr int64_t kBlock = 1024;
+constexpr int64_t kBlock = 4096;
 // Fixed chunk for the reductions, so the summation order (and the result) does not depend on thread count.
 constexpr int64_t kReduceChunk = 1 << 16;
 
@@ -50,7 +76,8 @@ std::vector<T> coefficients(const LinearCoeffs& c, int64_t k) {
   return w;
 }
 
-// out = Σ w_i·x_i (+ alpha·scalar), accumulating from w_0·x_0 so that alpha = 1 adds match torch.add bit for bit.
+// out = Σ w_i·x_i (+ alpha·scalar), summed left to right from w_0·x_0 so that alpha = 1 adds match torch.add bit
+// for bit. Contiguous blocks: each input is read once, the block's opmath sum stays in L1.
 template <typename scalar_t>
 void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
   using op_t = opmath_t<scalar_t>;
@@ -58,24 +85,15 @@ void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c
   const std::vector<op_t> w = coefficients<op_t>(c, k);
   const bool has_scalar = c.has_scalar;
   const op_t scalar_term = static_cast<op_t>(c.scalar_alpha) * static_cast<op_t>(c.scalar_value);
+  const auto accumulate_block = use_avx2() ? avx2::accumulate_block<scalar_t> : baseline::accumulate_block<scalar_t>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       scalar_t* out = reinterpret_cast<scalar_t*>(data[0]);
+      std::vector<const scalar_t*> x(k);
       op_t acc[kBlock];
       for (int64_t b = 0; b < n; b += kBlock) {
-        const int64_t len = std::min(kBlock, n - b);
-        const scalar_t* x0 = reinterpret_cast<const scalar_t*>(data[1]) + b;
-        const op_t w0 = w[0];
-        for (int64_t j = 0; j < len; ++j) acc[j] = w0 * static_cast<op_t>(x0[j]);
-        for (int i = 1; i < k; ++i) {
-          const scalar_t* xi = reinterpret_cast<const scalar_t*>(data[1 + i]) + b;
-          const op_t wi = w[i];
-          for (int64_t j = 0; j < len; ++j) acc[j] += wi * static_cast<op_t>(xi[j]);
-        }
-        if (has_scalar) {
-          for (int64_t j = 0; j < len; ++j) acc[j] += scalar_term;
-        }
-        for (int64_t j = 0; j < len; ++j) out[b + j] = static_cast<scalar_t>(acc[j]);
+        for (int i = 0; i < k; ++i) x[i] = reinterpret_cast<const scalar_t*>(data[1 + i]) + b;
+        accumulate_block(acc, out + b, x.data(), w.data(), k, std::min(kBlock, n - b), has_scalar, scalar_term);
       }
       return;
     }
@@ -99,16 +117,14 @@ void scale_many_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
   using op_t = opmath_t<scalar_t>;
   const int k = iter.noutputs();
   const std::vector<op_t> s = coefficients<op_t>(c, k);
+  const auto scale_block = use_avx2() ? avx2::scale_block<scalar_t> : baseline::scale_block<scalar_t>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       const scalar_t* g = reinterpret_cast<const scalar_t*>(data[k]);
+      std::vector<scalar_t*> out(k);
       for (int64_t b = 0; b < n; b += kBlock) {
-        const int64_t len = std::min(kBlock, n - b);
-        for (int i = 0; i < k; ++i) {
-          scalar_t* out = reinterpret_cast<scalar_t*>(data[i]) + b;
-          const op_t si = s[i];
-          for (int64_t j = 0; j < len; ++j) out[j] = static_cast<scalar_t>(si * static_cast<op_t>(g[b + j]));
-        }
+        for (int i = 0; i < k; ++i) out[i] = reinterpret_cast<scalar_t*>(data[i]) + b;
+        scale_block(out.data(), g + b, s.data(), k, std::min(kBlock, n - b));
       }
       return;
     }
@@ -133,17 +149,16 @@ void dot_many_loop(at::TensorIteratorBase& iter, const at::Tensor& result) {
   const int64_t numel = iter.numel();
   const int64_t nchunks = (numel + kReduceChunk - 1) / kReduceChunk;
   std::vector<double> partial(static_cast<size_t>(nchunks * k), 0.0);
+  const auto dot_block = use_avx2() ? avx2::dot_block<scalar_t> : baseline::dot_block<scalar_t>;
   at::parallel_for(0, nchunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       double* sums = partial.data() + chunk * k;
       auto loop = [&](char** data, const int64_t* strides, int64_t n) {
         if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
           const scalar_t* g = reinterpret_cast<const scalar_t*>(data[0]);
-          for (int i = 0; i < k; ++i) {
-            const scalar_t* x = reinterpret_cast<const scalar_t*>(data[1 + i]);
-            double acc = 0;
-            for (int64_t j = 0; j < n; ++j) acc += static_cast<double>(g[j]) * static_cast<double>(x[j]);
-            sums[i] += acc;
+          for (int64_t b = 0; b < n; b += kBlock) {  // g's block stays in L1 across the K inputs
+            const int64_t len = std::min(kBlock, n - b);
+            for (int i = 0; i < k; ++i) sums[i] += dot_block(g + b, reinterpret_cast<const scalar_t*>(data[1 + i]) + b, len);
           }
           return;
         }
