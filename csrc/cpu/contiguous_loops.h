@@ -87,26 +87,43 @@ void scale_block(scalar_t* const* out, const scalar_t* g, const opmath_t<scalar_
   }
 }
 
-// Σ_j g[j]·x[j] in float64 with eight independent partial sums (lanes), so the loop vectorises without
-// reassociating a single sum: the order is fixed, the result the same on every run.
-template <typename scalar_t>
-double dot_block(const scalar_t* g, const scalar_t* x, int64_t len) {
+// sums[i] += Σ_j g[j]·x_i[j] for G inputs in one pass over g's block, in float64 with eight independent partial
+// sums (lanes) per input, so the loop vectorises without reassociating a single sum: the order is fixed and the
+// result the same on every run. Several inputs per pass, as in accumulate_block: fewer, wider passes stream
+// better here.
+template <int G, typename scalar_t>
+void dot_group(const scalar_t* g, const scalar_t* const* x, double* sums, int64_t len) {
+  using op_t = opmath_t<scalar_t>;
   constexpr int kLanes = 8;
-  double lanes[kLanes] = {};
+  double lanes[G][kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= len; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      lanes[l] += static_cast<double>(static_cast<opmath_t<scalar_t>>(g[j + l])) *
-                  static_cast<double>(static_cast<opmath_t<scalar_t>>(x[j + l]));
+    double gj[kLanes];
+    for (int l = 0; l < kLanes; ++l) gj[l] = static_cast<double>(static_cast<op_t>(g[j + l]));
+    for (int i = 0; i < G; ++i) {
+      for (int l = 0; l < kLanes; ++l) lanes[i][l] += gj[l] * static_cast<double>(static_cast<op_t>(x[i][j + l]));
     }
   }
-  double sum = 0;
-  for (; j < len; ++j) {
-    sum += static_cast<double>(static_cast<opmath_t<scalar_t>>(g[j])) *
-           static_cast<double>(static_cast<opmath_t<scalar_t>>(x[j]));
+  for (int i = 0; i < G; ++i) {
+    double sum = 0;
+    for (int64_t t = j; t < len; ++t) {
+      sum += static_cast<double>(static_cast<op_t>(g[t])) * static_cast<double>(static_cast<op_t>(x[i][t]));
+    }
+    for (int l = 0; l < kLanes; ++l) sum += lanes[i][l];
+    sums[i] += sum;
   }
-  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-  return sum;
+}
+
+template <typename scalar_t>
+void dot_block(const scalar_t* g, const scalar_t* const* x, double* sums, int k, int64_t len) {
+  int i = 0;
+  for (; i + 4 <= k; i += 4) dot_group<4>(g, x + i, sums + i, len);
+  switch (k - i) {
+    case 3: return dot_group<3>(g, x + i, sums + i, len);
+    case 2: return dot_group<2>(g, x + i, sums + i, len);
+    case 1: return dot_group<1>(g, x + i, sums + i, len);
+    default: return;
+  }
 }
 
 }  // namespace SAFE_OPS_ISA

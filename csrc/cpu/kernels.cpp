@@ -156,9 +156,10 @@ void dot_many_loop(at::TensorIteratorBase& iter, const at::Tensor& result) {
       auto loop = [&](char** data, const int64_t* strides, int64_t n) {
         if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
           const scalar_t* g = reinterpret_cast<const scalar_t*>(data[0]);
+          std::vector<const scalar_t*> x(k);
           for (int64_t b = 0; b < n; b += kBlock) {  // g's block stays in L1 across the K inputs
-            const int64_t len = std::min(kBlock, n - b);
-            for (int i = 0; i < k; ++i) sums[i] += dot_block(g + b, reinterpret_cast<const scalar_t*>(data[1 + i]) + b, len);
+            for (int i = 0; i < k; ++i) x[i] = reinterpret_cast<const scalar_t*>(data[1 + i]) + b;
+            dot_block(g + b, x.data(), sums, k, std::min(kBlock, n - b));
           }
           return;
         }
