@@ -245,3 +245,24 @@ def test_fake_kernels_match_real_outputs_including_strides(info):
                 fake = info.op(*fake_sample.args, **fake_sample.kwargs)
             assert (fake.shape, fake.dtype, fake.device) == (real.shape, real.dtype, real.device), sample.desc
             assert _significant_strides(fake) == _significant_strides(real), sample.desc
+
+
+def test_inductor_compiles_a_chain_of_all_ops_forward_and_backward():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    xs = [torch.randn(64, requires_grad=True) for _ in range(3)]
+    w = torch.randn(3, requires_grad=True)
+
+    def f(xs, w):
+        y = safe_ops.accumulate(xs, w)
+        z = safe_ops.sub(safe_ops.add(y, xs[0], alpha=2), 1.5)
+        z = safe_ops.lerp(z, xs[1], 0.3)
+        return safe_ops.addcmul(z, xs[2], xs[0]).sum()
+
+    torch.compile(f, fullgraph=True)(xs, w).backward()  # default backend: inductor
+    compiled = [t.grad.clone() for t in xs + [w]]
+    for t in xs + [w]:
+        t.grad = None
+    f(xs, w).backward()
+    for got, want in zip(compiled, [t.grad for t in xs + [w]]):
+        torch.testing.assert_close(got, want)
