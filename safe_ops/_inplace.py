@@ -27,7 +27,7 @@ from torch import Tensor
 from . import _C
 from ._native import ops
 from ._promotion import accumulate_dtype
-from ._ops import Number, _weights_list, accumulate, add, addcmul, call_op, lerp, sub
+from ._ops import Number, _weights_list, accumulate, add, addcmul, call_op, keyword_last, lerp, sub
 
 
 class InplaceHazardError(RuntimeError):
@@ -112,16 +112,9 @@ def _tensor_fits(input: Tensor, other: Tensor) -> bool:
     return _fits(input, torch.broadcast_shapes(input.shape, other.shape), torch.result_type(input, other))
 
 
-def _add_inplace_tensor(a, b, alpha):
-    return ops.add_inplace.Tensor(a, b, alpha=alpha)
-
-
-def _sub_inplace_tensor(a, b, alpha):
-    return ops.sub_inplace.Tensor(a, b, alpha=alpha)
-
-
-def _addcmul_inplace(a, b, c, value):
-    return ops.addcmul_inplace.default(a, b, c, value=value)
+_add_inplace_tensor = keyword_last(ops.add_inplace.Tensor, "alpha")
+_sub_inplace_tensor = keyword_last(ops.sub_inplace.Tensor, "alpha")
+_addcmul_inplace = keyword_last(ops.addcmul_inplace.default, "value")
 
 
 def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:

@@ -27,16 +27,14 @@ def call_op(fast: Callable, slow: Callable, *args):
     return slow(*args)
 
 
-def _add_tensor(a, b, alpha):
-    return ops.add.Tensor(a, b, alpha=alpha)
+def keyword_last(overload, keyword: str) -> Callable:
+    """`overload` taking its keyword-only last argument positionally, the order the fast entries use."""
+    return lambda *args: overload(*args[:-1], **{keyword: args[-1]})
 
 
-def _sub_tensor(a, b, alpha):
-    return ops.sub.Tensor(a, b, alpha=alpha)
-
-
-def _addcmul(a, b, c, value):
-    return ops.addcmul.default(a, b, c, value=value)
+_add_tensor = keyword_last(ops.add.Tensor, "alpha")
+_sub_tensor = keyword_last(ops.sub.Tensor, "alpha")
+_addcmul = keyword_last(ops.addcmul.default, "value")
 
 
 def add(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:

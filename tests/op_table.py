@@ -253,3 +253,30 @@ def replace_tensors(sample: Sample, fn: Callable[[torch.Tensor], torch.Tensor]) 
         return a
 
     return Sample(tuple(conv(a) for a in sample.args), dict(sample.kwargs), sample.desc, sample.large)
+
+
+def check_gradients(info: OpInfo, device: str, gradgrad: bool = True) -> int:
+    """gradcheck (and gradgradcheck) in float64 over the op's small samples; returns how many ran."""
+    torch.manual_seed(0)
+    n = 0
+    for sample in info.samples(torch.float64, device, requires_grad=True):
+        if sample.large:
+            continue
+        # gradcheck's finite differences need non-overlapping inputs: materialise expanded ones (the
+        # broadcast samples cover the same gradient math).
+        sample = replace_tensors(sample, lambda t: t.detach().contiguous().requires_grad_()
+                                 if 0 in t.stride() and t.numel() > 1 else t)
+        tensors = sample.tensors()
+        if any(t.numel() == 0 for t in tensors):
+            continue
+
+        def fn(*flat, sample=sample):
+            it = iter(flat)
+            rebuilt = replace_tensors(sample, lambda t: next(it))
+            return info.op(*rebuilt.args, **rebuilt.kwargs)
+
+        assert torch.autograd.gradcheck(fn, tensors), sample.desc
+        if gradgrad:
+            assert torch.autograd.gradgradcheck(fn, tensors), sample.desc
+        n += 1
+    return n
