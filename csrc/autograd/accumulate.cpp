@@ -21,7 +21,8 @@ using DotManySig = at::Tensor(const at::Tensor&, at::TensorList);
 struct AccumulateBackward final : Node {
   // Inputs (next edges) in order: [out] (in-place only, weight 1), x_0 .. x_{K-1}, [weights tensor].
   int64_t offset = 0;
-  std::vector<Sizes> sizes;        // offset + K entries
+  int64_t n_inputs = 0;            // offset + K
+  ReduceShapes shapes;             // of those inputs
   std::vector<double> weights;     // K numbers, when there is no weights tensor
   bool has_weights_tensor = false;
   SavedVariable weights_;          // saved when some x_i needs a gradient
@@ -34,7 +35,6 @@ struct AccumulateBackward final : Node {
   std::string name() const override { return "safe_ops::AccumulateBackward"; }
 
   variable_list apply(variable_list&& grads) override {
-    const int64_t n_inputs = static_cast<int64_t>(sizes.size());
     variable_list out(n_inputs + (has_weights_tensor ? 1 : 0));
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return out;
@@ -61,17 +61,16 @@ struct AccumulateBackward final : Node {
       if (!task_should_compute_output(i)) continue;
       const int64_t k = i - offset;
       if (k < 0 || (!has_weights_tensor && weights[k] == 1.0)) {
-        out[i] = sum_to(grad, sizes[i]);  // grad itself when not broadcast: no copy
+        out[i] = shapes.reduce(grad, i);  // grad itself when not broadcast: no copy
         continue;
       }
       if (has_weights_tensor && !w.defined()) w = weights_.unpack();
-      const bool full_shape = grad.sym_sizes().equals(sizes[i]);
-      if (full_shape && !composite) {
+      if (shapes.is_full(grad, i) && !composite) {
         fused.push_back(i);
         if (!has_weights_tensor) fused_weights.push_back(weights[k]);
         continue;
       }
-      const at::Tensor reduced = sum_to(grad, sizes[i]);
+      const at::Tensor reduced = shapes.reduce(grad, i);
       out[i] = has_weights_tensor ? reduced * w.select(0, k) : reduced * weights[k];
     }
     if (!fused.empty()) {
@@ -104,12 +103,16 @@ AccumulateNodePtr make_accumulate_node(const at::Tensor* out, at::TensorList ten
   if (!requires_grad) return {};
   auto node = make_node<AccumulateBackward>();
   node->offset = out ? 1 : 0;
-  if (out) node->sizes.push_back(sizes_of(*out));
-  bool any_x_requires_grad = false;
-  for (const auto& t : tensors) {
-    node->sizes.push_back(sizes_of(t));
-    any_x_requires_grad = any_x_requires_grad || t.requires_grad();
+  node->n_inputs = node->offset + static_cast<int64_t>(tensors.size());
+  if (out) {
+    std::vector<at::Tensor> inputs{*out};
+    inputs.insert(inputs.end(), tensors.begin(), tensors.end());
+    node->shapes = ReduceShapes(at::TensorList(inputs));
+  } else {
+    node->shapes = ReduceShapes(tensors);
   }
+  bool any_x_requires_grad = false;
+  for (const auto& t : tensors) any_x_requires_grad = any_x_requires_grad || t.requires_grad();
   if (weights_tensor) {
     node->has_weights_tensor = true;
     if (any_x_requires_grad) node->weights_ = SavedVariable(*weights_tensor, false);

@@ -6,8 +6,7 @@ namespace safe_ops::autograd {
 namespace {
 
 struct AddBackward final : Node {
-  Sizes self_sizes;
-  Sizes other_sizes;
+  ReduceShapes shapes;  // [self, other]
   double alpha = 1.0;  // already negated for sub
   bool other_is_tensor = true;
 
@@ -15,9 +14,9 @@ struct AddBackward final : Node {
     variable_list out(other_is_tensor ? 2 : 1);
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return out;
-    if (task_should_compute_output(0)) out[0] = sum_to(grad, self_sizes);
+    if (task_should_compute_output(0)) out[0] = shapes.reduce(grad, 0);
     if (other_is_tensor && task_should_compute_output(1)) {
-      at::Tensor reduced = sum_to(grad, other_sizes);
+      at::Tensor reduced = shapes.reduce(grad, 1);
       out[1] = alpha == 1.0 ? reduced : reduced * alpha;
     }
     return out;
@@ -32,11 +31,10 @@ AddNodePtr make_add_node(const at::Tensor& self, const at::Tensor* other, double
                                    : torch::autograd::compute_requires_grad(self);
   if (!requires_grad) return {};
   auto node = make_node<AddBackward>();
-  node->self_sizes = sizes_of(self);
   node->alpha = alpha;
   node->other_is_tensor = other != nullptr;
   if (other) {
-    node->other_sizes = sizes_of(*other);
+    node->shapes = ReduceShapes({self, *other});
     node->set_next_edges(torch::autograd::collect_next_edges(self, *other));
   } else {
     node->set_next_edges(torch::autograd::collect_next_edges(self));

@@ -12,7 +12,7 @@ using BackwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const 
                                                        std::array<bool, 2>);
 
 struct AddcmulBackward final : Node {
-  Sizes self_sizes, t1_sizes, t2_sizes;
+  ReduceShapes shapes;  // [self, t1, t2]
   double value = 1.0;
   SavedVariable t1_, t2_;
 
@@ -26,20 +26,20 @@ struct AddcmulBackward final : Node {
     variable_list out(3);
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return out;
-    if (task_should_compute_output(0)) out[0] = sum_to(grad, self_sizes);
+    if (task_should_compute_output(0)) out[0] = shapes.reduce(grad, 0);
     const bool want1 = task_should_compute_output(1), want2 = task_should_compute_output(2);
     if (!want1 && !want2) return out;
     const at::Tensor t1 = want2 ? t1_.unpack() : at::Tensor();
     const at::Tensor t2 = want1 ? t2_.unpack() : at::Tensor();
     if (backward_needs_graph()) {
-      if (want1) out[1] = sum_to(grad * value * t2, t1_sizes);
-      if (want2) out[2] = sum_to(grad * value * t1, t2_sizes);
+      if (want1) out[1] = shapes.reduce(grad * value * t2, 1);
+      if (want2) out[2] = shapes.reduce(grad * value * t1, 2);
       return out;
     }
     static const auto backward = find_op<BackwardSig>("safe_ops::addcmul_backward", "");
     auto [g1, g2] = backward.call(grad, t1, t2, value, {want1, want2});
-    if (want1) out[1] = sum_to(g1, t1_sizes);
-    if (want2) out[2] = sum_to(g2, t2_sizes);
+    if (want1) out[1] = shapes.reduce(g1, 1);
+    if (want2) out[2] = shapes.reduce(g2, 2);
     return out;
   }
 };
@@ -48,9 +48,7 @@ auto make_addcmul_node(const at::Tensor& self, const at::Tensor& t1, const at::T
     -> decltype(make_node<AddcmulBackward>()) {
   if (!torch::autograd::compute_requires_grad(self, t1, t2)) return {};
   auto node = make_node<AddcmulBackward>();
-  node->self_sizes = sizes_of(self);
-  node->t1_sizes = sizes_of(t1);
-  node->t2_sizes = sizes_of(t2);
+  node->shapes = ReduceShapes({self, t1, t2});
   node->value = value.toDouble();
   if (t1.requires_grad()) node->t2_ = SavedVariable(t2, false);
   if (t2.requires_grad()) node->t1_ = SavedVariable(t1, false);

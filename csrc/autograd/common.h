@@ -13,6 +13,8 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -25,15 +27,41 @@ using torch::autograd::SavedVariable;
 using torch::autograd::variable_list;
 using Sizes = std::vector<c10::SymInt>;
 
-inline Sizes sizes_of(const at::Tensor& t) {
-  const auto s = t.sym_sizes();
-  return Sizes(s.begin(), s.end());
-}
+// The shapes to sum gradients back to, one per input, kept only when the inputs' shapes differ (broadcasting).
+// When they all match, every input has the output's shape: nothing is stored, no allocation on the hot path.
+class ReduceShapes {
+ public:
+  ReduceShapes() = default;
+  explicit ReduceShapes(std::initializer_list<std::reference_wrapper<const at::Tensor>> inputs) {
+    record(inputs.begin(), inputs.end(), [](const auto& t) -> const at::Tensor& { return t.get(); });
+  }
+  explicit ReduceShapes(at::TensorList inputs) {
+    record(inputs.begin(), inputs.end(), [](const at::Tensor& t) -> const at::Tensor& { return t; });
+  }
+  // grad summed over the dimensions along which input i was broadcast; grad itself when none.
+  at::Tensor reduce(const at::Tensor& grad, size_t i) const {
+    return sizes_.empty() ? grad : at::sum_to(grad, c10::SymIntArrayRef(sizes_[i]));
+  }
+  // Whether input i has grad's (the output's) shape.
+  bool is_full(const at::Tensor& grad, size_t i) const {
+    return sizes_.empty() || grad.sym_sizes().equals(sizes_[i]);
+  }
 
-// grad summed over the dimensions along which an input of `sizes` was broadcast; grad itself when none.
-inline at::Tensor sum_to(const at::Tensor& grad, const Sizes& sizes) {
-  return at::sum_to(grad, c10::SymIntArrayRef(sizes));
-}
+ private:
+  template <typename It, typename Get>
+  void record(It begin, It end, Get get) {
+    if (begin == end) return;
+    const auto first = get(*begin).sym_sizes();
+    bool all_same = true;
+    for (It it = begin; it != end && all_same; ++it) all_same = get(*it).sym_sizes().equals(first);
+    if (all_same) return;
+    for (It it = begin; it != end; ++it) {
+      const auto s = get(*it).sym_sizes();
+      sizes_.emplace_back(s.begin(), s.end());
+    }
+  }
+  std::vector<Sizes> sizes_;
+};
 
 // Node ownership changed from std::shared_ptr to c10::intrusive_ptr in recent torch; support both.
 using NodeRef = decltype(torch::autograd::Edge::function);

@@ -16,7 +16,7 @@ using BackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const std::optional<at::Tensor>&, std::array<bool, 3>);
 
 struct LerpScalarBackward final : Node {
-  Sizes self_sizes, end_sizes;
+  ReduceShapes shapes;  // [self, end]
   double weight = 0.0;
 
   std::string name() const override { return "safe_ops::LerpBackward"; }
@@ -26,7 +26,7 @@ struct LerpScalarBackward final : Node {
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return out;
     const bool want_self = task_should_compute_output(0), want_end = task_should_compute_output(1);
-    const bool full_shapes = grad.sym_sizes().equals(self_sizes) && grad.sym_sizes().equals(end_sizes);
+    const bool full_shapes = shapes.is_full(grad, 0) && shapes.is_full(grad, 1);
     if (want_self && want_end && full_shapes && !backward_needs_graph()) {
       static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
       auto scaled = scale_many.call(grad, {1.0 - weight, weight});
@@ -34,14 +34,14 @@ struct LerpScalarBackward final : Node {
       out[1] = std::move(scaled[1]);
       return out;
     }
-    if (want_self) out[0] = sum_to(grad, self_sizes) * (1.0 - weight);
-    if (want_end) out[1] = sum_to(grad, end_sizes) * weight;
+    if (want_self) out[0] = shapes.reduce(grad, 0) * (1.0 - weight);
+    if (want_end) out[1] = shapes.reduce(grad, 1) * weight;
     return out;
   }
 };
 
 struct LerpTensorBackward final : Node {
-  Sizes self_sizes, end_sizes, weight_sizes;
+  ReduceShapes shapes;  // [self, end, weight]
   SavedVariable self_, end_, weight_;
 
   void release_variables() override {
@@ -70,9 +70,8 @@ struct LerpTensorBackward final : Node {
       static const auto backward = find_op<BackwardSig>("safe_ops::lerp_backward", "");
       std::tie(full[0], full[1], full[2]) = backward.call(grad, self, end, weight, want);
     }
-    const std::array<const Sizes*, 3> sizes{&self_sizes, &end_sizes, &weight_sizes};
     for (int i = 0; i < 3; ++i) {
-      if (want[i]) out[i] = sum_to(full[i], *sizes[i]);
+      if (want[i]) out[i] = shapes.reduce(full[i], i);
     }
     return out;
   }
@@ -82,8 +81,7 @@ auto make_scalar_node(const at::Tensor& self, const at::Tensor& end, const at::S
     -> decltype(make_node<LerpScalarBackward>()) {
   if (!torch::autograd::compute_requires_grad(self, end)) return {};
   auto node = make_node<LerpScalarBackward>();
-  node->self_sizes = sizes_of(self);
-  node->end_sizes = sizes_of(end);
+  node->shapes = ReduceShapes({self, end});
   node->weight = weight.toDouble();
   node->set_next_edges(torch::autograd::collect_next_edges(self, end));
   return node;
@@ -93,9 +91,7 @@ auto make_tensor_node(const at::Tensor& self, const at::Tensor& end, const at::T
     -> decltype(make_node<LerpTensorBackward>()) {
   if (!torch::autograd::compute_requires_grad(self, end, weight)) return {};
   auto node = make_node<LerpTensorBackward>();
-  node->self_sizes = sizes_of(self);
-  node->end_sizes = sizes_of(end);
-  node->weight_sizes = sizes_of(weight);
+  node->shapes = ReduceShapes({self, end, weight});
   if (self.requires_grad() || end.requires_grad()) node->weight_ = SavedVariable(weight, false);
   if (weight.requires_grad()) {
     node->self_ = SavedVariable(self, false);
