@@ -58,9 +58,11 @@ Decision decide(const at::Tensor& t) {
   if (leaf_requires_grad) return kCopyLeafRequiresGrad;
   if (t.is_view()) return kCopyView;
   if (overlap) return kCopyInternalOverlap;
-  if (grad_mode && at::SavedTensorDefaultHooks::get_hooks().has_value()) return kCopyHooksActive;
   if (held_elsewhere) return kCopyHeldElsewhere;
   if (shared_storage) return kCopySharedStorage;
+  // Last, so that it is reported only when nothing else forbids the write (safe_ops.guard's own hooks keep
+  // what they save visible to the counts above, and the Python side may then allow the write).
+  if (grad_mode && at::SavedTensorDefaultHooks::get_hooks().has_value()) return kCopyHooksActive;
   return kInPlace;
 }
 

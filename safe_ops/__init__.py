@@ -18,6 +18,7 @@ from ._inplace import (
     sub_,
 )
 from ._ops import accumulate, add, addcmul, lerp, sub
+from .guard import guard
 
 __all__ = [
     "add",
@@ -34,4 +35,5 @@ __all__ = [
     "inplace_decision",
     "Decision",
     "InplaceHazardError",
+    "guard",
 ]

@@ -10,9 +10,10 @@ exact; it needs no global mode and no hooks. The rules, most specific first:
   aliases it: then InplaceHazardError (a copy would never reach the module that owns the Parameter)
 - grad mode and a leaf that requires grad -> copy (the write is the leaf error)
 - a view, or a tensor whose elements overlap (expand) -> copy
-- grad mode and saved_tensors_hooks active -> copy (a hook may hold the tensor where counts can't see it)
 - another holder of the tensor (an autograd node saved it as an input) -> copy
 - another tensor shares its memory (a node saved it as an output, a view, ``.data``) -> copy
+- grad mode and saved_tensors_hooks active -> copy (a hook may hold the tensor where counts can't see it),
+  unless the only hooks are safe_ops.guard's, whose records the counts above do see
 - otherwise -> in place, recording autograd history as Tensor.add_ does
 The result must also have the input's shape and dtype, and the input must not be one of the other operands.
 """
@@ -61,6 +62,14 @@ def can_write_inplace(t: Tensor) -> bool:
     return _decide(t) == 0
 
 
+def _only_guard_hooks() -> bool:
+    # safe_ops.guard's records hold an alias of each saved tensor, so the counts see them: its hooks alone
+    # need not force a copy. (Imported here: guard imports this module.)
+    from .guard import hooks_are_only_guards
+
+    return hooks_are_only_guards()
+
+
 def _leaf_in_no_grad(t: Tensor) -> bool:
     return t.requires_grad and t.is_leaf and not torch.is_grad_enabled()
 
@@ -84,7 +93,7 @@ def _writable(op: str, input: Tensor, others: Sequence[Tensor], fits: bool) -> b
             raise _hazard(op, input, "the result's shape or dtype differs from the leaf's, so it cannot be "
                           "written in place.")
         return False
-    if decision != Decision.IN_PLACE:
+    if decision != Decision.IN_PLACE and not (decision == Decision.COPY_HOOKS_ACTIVE and _only_guard_hooks()):
         return False
     if torch.is_grad_enabled() and any(o is input for o in others):
         return False  # the op may save that operand, which the write would destroy
