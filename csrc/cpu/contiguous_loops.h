@@ -1,4 +1,4 @@
-// The contiguous inner loops of the K-input kernels, included twice by kernels.cpp: once for the baseline
+// The contiguous inner loops of the CPU kernels, included twice by kernels.cpp: once for the baseline
 // x86-64 target and once under `#pragma GCC target("avx2")`, in namespaces SAFE_OPS_ISA = baseline / avx2.
 // The loaded module picks one at run time from the CPU's features (see kernels.cpp). Only plain loops over raw
 // pointers live here: nothing from a library is first instantiated under the AVX2 target. No FMA: results are
@@ -18,6 +18,7 @@ template <int G, bool kFirst, bool kLast, typename scalar_t>
 void accumulate_group(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x,
                       const opmath_t<scalar_t>* w, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
   using op_t = opmath_t<scalar_t>;
+#pragma GCC ivdep  // out may be x[0] (in place), element for element
   for (int64_t j = 0; j < len; ++j) {
     op_t v = kFirst ? w[0] * static_cast<op_t>(x[0][j]) : acc[j] + w[0] * static_cast<op_t>(x[0][j]);
     if constexpr (G > 1) v += w[1] * static_cast<op_t>(x[1][j]);
@@ -123,6 +124,25 @@ void dot_block(const scalar_t* g, const scalar_t* const* x, double* sums, int k,
     case 2: return dot_group<2>(g, x + i, sums + i, len);
     case 1: return dot_group<1>(g, x + i, sums + i, len);
     default: return;
+  }
+}
+
+// out_o[0..len) = f(in_0[j], .., in_{NIN-1}[j])_o. `ivdep`: an output may be an input (in-place ops), but only
+// element for element, which is no loop-carried dependence; without it the compiler's alias check sends
+// in-place calls to scalar code.
+template <int NOUT, int NIN, typename scalar_t, typename F>
+void map_block(scalar_t* const* out, const scalar_t* const* in, int64_t len, const F& f) {
+  using op_t = opmath_t<scalar_t>;
+  std::array<scalar_t*, NOUT> o;
+  std::array<const scalar_t*, NIN> p;
+  for (int k = 0; k < NOUT; ++k) o[k] = out[k];
+  for (int i = 0; i < NIN; ++i) p[i] = in[i];
+#pragma GCC ivdep
+  for (int64_t j = 0; j < len; ++j) {
+    std::array<op_t, NIN> v;
+    for (int i = 0; i < NIN; ++i) v[i] = static_cast<op_t>(p[i][j]);
+    const std::array<op_t, NOUT> r = f(v);
+    for (int k = 0; k < NOUT; ++k) o[k][j] = static_cast<scalar_t>(r[k]);
   }
 }
 

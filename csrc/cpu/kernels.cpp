@@ -185,26 +185,36 @@ void dot_many_kernel(at::TensorIteratorBase& iter, const at::Tensor& result) {
                                   [&] { dot_many_loop<scalar_t>(iter, result); });
 }
 
-// Elementwise map of NIN opmath inputs to NOUT outputs; operands are [outputs..., inputs...].
+// Elementwise map of NIN opmath inputs to NOUT outputs; operands are [outputs..., inputs...]. Runs whose
+// operands are all contiguous, or inputs broadcast along the run (stride 0: a number-like tensor weight), go
+// through map_block (vectorised, ISA-dispatched); anything else through the strided loop.
 template <int NOUT, int NIN, typename scalar_t, typename F>
 void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
-  using op_t = opmath_t<scalar_t>;
   constexpr int N = NOUT + NIN;
+  constexpr int64_t kRun = 1024;  // elements per map_block call (broadcast inputs are spread over this many)
   TORCH_INTERNAL_ASSERT(iter.ntensors() == N && iter.noutputs() == NOUT);
+  const auto block = use_avx2() ? avx2::map_block<NOUT, NIN, scalar_t, F> : baseline::map_block<NOUT, NIN, scalar_t, F>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
-    if (all_contiguous(strides, N, sizeof(scalar_t))) {
+    constexpr int64_t es = sizeof(scalar_t);
+    bool blockwise = all_contiguous(strides, NOUT, es);
+    for (int i = NOUT; i < N; ++i) blockwise = blockwise && (strides[i] == es || strides[i] == 0);
+    if (blockwise) {
+      std::array<std::vector<scalar_t>, NIN> broadcast;
       std::array<scalar_t*, NOUT> out;
       std::array<const scalar_t*, NIN> in;
-      for (int o = 0; o < NOUT; ++o) out[o] = reinterpret_cast<scalar_t*>(data[o]);
-      for (int i = 0; i < NIN; ++i) in[i] = reinterpret_cast<const scalar_t*>(data[NOUT + i]);
-      for (int64_t j = 0; j < n; ++j) {
-        std::array<op_t, NIN> x;
-        for (int i = 0; i < NIN; ++i) x[i] = static_cast<op_t>(in[i][j]);
-        const std::array<op_t, NOUT> y = f(x);
-        for (int o = 0; o < NOUT; ++o) out[o][j] = static_cast<scalar_t>(y[o]);
+      for (int i = 0; i < NIN; ++i) {
+        if (strides[NOUT + i] == 0) broadcast[i].assign(kRun, *reinterpret_cast<const scalar_t*>(data[NOUT + i]));
+      }
+      for (int64_t b = 0; b < n; b += kRun) {
+        for (int o = 0; o < NOUT; ++o) out[o] = reinterpret_cast<scalar_t*>(data[o]) + b;
+        for (int i = 0; i < NIN; ++i) {
+          in[i] = strides[NOUT + i] == 0 ? broadcast[i].data() : reinterpret_cast<const scalar_t*>(data[NOUT + i]) + b;
+        }
+        block(out.data(), in.data(), std::min(kRun, n - b), f);
       }
       return;
     }
+    using op_t = opmath_t<scalar_t>;
     for (int64_t j = 0; j < n; ++j) {
       std::array<op_t, NIN> x;
       for (int i = 0; i < NIN; ++i) x[i] = load<scalar_t>(data[NOUT + i], strides[NOUT + i], j);
@@ -246,20 +256,31 @@ void addcmul_backward_kernel(at::TensorIteratorBase& iter, double value) {
   });
 }
 
-// torch.lerp's formula: the branch keeps the result exact at weight 0 and 1.
+// torch.lerp's formula: the two forms keep the result exact at weight 0 and 1. Both are computed and one is
+// selected, so the loop vectorises and a per-element weight costs no branch mispredictions.
 template <typename T>
 T lerp_value(T a, T b, T w) {
-  return std::abs(w) < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
+  const T d = b - a;
+  const T small = a + w * d;
+  const T large = b - d * (T(1) - w);
+  return std::abs(w) < T(0.5) ? small : large;
 }
 
 void lerp_kernel(at::TensorIteratorBase& iter, double weight) {
   SAFE_OPS_DISPATCH(iter, "safe_ops_lerp", [&] {
     using op_t = opmath_t<scalar_t>;
     if (iter.ninputs() == 2) {
+      // A number weight picks the form once.
       const op_t w = static_cast<op_t>(weight);
-      map_elementwise<1, 2, scalar_t>(iter, [w](const std::array<op_t, 2>& x) {
-        return std::array<op_t, 1>{lerp_value(x[0], x[1], w)};
-      });
+      if (std::abs(w) < op_t(0.5)) {
+        map_elementwise<1, 2, scalar_t>(iter, [w](const std::array<op_t, 2>& x) {
+          return std::array<op_t, 1>{x[0] + w * (x[1] - x[0])};
+        });
+      } else {
+        map_elementwise<1, 2, scalar_t>(iter, [w](const std::array<op_t, 2>& x) {
+          return std::array<op_t, 1>{x[1] - (x[1] - x[0]) * (op_t(1) - w)};
+        });
+      }
     } else {
       map_elementwise<1, 3, scalar_t>(iter, [](const std::array<op_t, 3>& x) {
         return std::array<op_t, 1>{lerp_value(x[0], x[1], x[2])};
