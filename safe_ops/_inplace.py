@@ -114,6 +114,24 @@ def _fits_operands(input: Tensor, others: Sequence[Tensor], dtype: Optional[torc
     return tuple(torch.broadcast_shapes(shape, *(o.shape for o in others))) == tuple(shape)
 
 
+def _plain_case(input: Tensor, others: Sequence[Tensor]) -> bool:
+    """The common case, checked cheaply before the full rules: nothing saved or aliases `input`, and every
+    operand has its dtype and shape and is not `input` itself (so the result fits, and the write cannot
+    change an operand the op saves)."""
+    if _decide(input) != 0:
+        return False
+    dtype, shape = input.dtype, input.shape
+    for o in others:
+        if o is input or o.dtype != dtype or o.shape != shape:
+            return False
+    return True
+
+
+def _number_keeps_dtype(input: Tensor, other) -> bool:
+    # A Python number never changes a floating tensor's dtype (torch's promotion keeps the tensor's category).
+    return input.is_floating_point() and isinstance(other, (int, float))
+
+
 def _tensor_fits(input: Tensor, other: Tensor) -> bool:
     """Does input (op) other have input's shape and dtype? (the common case is checked first, cheaply)"""
     if other.dtype == input.dtype and other.shape == input.shape:
@@ -134,10 +152,15 @@ def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> T
     nothing.
     """
     if isinstance(other, Tensor):
+        if _plain_case(input, (other,)) and _C.add_inplace_tensor(input, other, alpha) is not NotImplemented:
+            return input
         if _writable("add_", input, (other,), _tensor_fits(input, other)):
             call_op(_C.add_inplace_tensor, _add_inplace_tensor, input, other, alpha)
             return input
         return add(input, other, alpha=alpha)
+    if _number_keeps_dtype(input, other) and _decide(input) == 0:
+        if _C.add_inplace_scalar(input, other, alpha) is not NotImplemented:
+            return input
     if _writable("add_", input, (), torch.result_type(input, other) == input.dtype):
         call_op(_C.add_inplace_scalar, ops.add_inplace.Scalar, input, other, alpha)
         return input
@@ -147,10 +170,15 @@ def add_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> T
 def sub_(input: Tensor, other: Union[Tensor, Number], *, alpha: Number = 1) -> Tensor:
     """``input - alpha * other``, in place when safe; see :func:`add_`."""
     if isinstance(other, Tensor):
+        if _plain_case(input, (other,)) and _C.sub_inplace_tensor(input, other, alpha) is not NotImplemented:
+            return input
         if _writable("sub_", input, (other,), _tensor_fits(input, other)):
             call_op(_C.sub_inplace_tensor, _sub_inplace_tensor, input, other, alpha)
             return input
         return sub(input, other, alpha=alpha)
+    if _number_keeps_dtype(input, other) and _decide(input) == 0:
+        if _C.sub_inplace_scalar(input, other, alpha) is not NotImplemented:
+            return input
     if _writable("sub_", input, (), torch.result_type(input, other) == input.dtype):
         call_op(_C.sub_inplace_scalar, ops.sub_inplace.Scalar, input, other, alpha)
         return input
@@ -167,6 +195,10 @@ def accumulate_(
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("safe_ops.accumulate_ expects a non-empty list of tensors")
+    if not isinstance(weights, Tensor) and _plain_case(out, tensors):
+        listed = None if weights is None else _weights_list(weights)
+        if _C.accumulate_inplace(out, tensors, listed) is not NotImplemented:
+            return out
     weights_tensor = weights if isinstance(weights, Tensor) else None
     fits = _fits_operands(out, tensors, accumulate_dtype([out] + tensors, weights_tensor))
     others = tensors + ([weights_tensor] if weights_tensor is not None else [])
@@ -190,6 +222,8 @@ def addcmul_(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number =
     Saved for backward: as :func:`addcmul` (never ``input``).
     """
     others = (tensor1, tensor2)
+    if _plain_case(input, others) and _C.addcmul_inplace(input, tensor1, tensor2, value) is not NotImplemented:
+        return input
     fits = _fits_operands(input, others, accumulate_dtype((input,) + others, None))
     if _writable("addcmul_", input, others, fits):
         call_op(_C.addcmul_inplace, _addcmul_inplace, input, tensor1, tensor2, value)
@@ -206,6 +240,9 @@ def lerp_(input: Tensor, end: Tensor, weight: Union[Tensor, Number]) -> Tensor:
     """
     if isinstance(weight, Tensor):
         others = (end, weight)
+        if not (weight.requires_grad and torch.is_grad_enabled()) and _plain_case(input, others):
+            if _C.lerp_inplace_tensor(input, end, weight) is not NotImplemented:
+                return input
         fits = end.dtype == input.dtype and weight.dtype == input.dtype and _fits_operands(input, others)
         if fits and torch.is_grad_enabled() and weight.requires_grad:
             fits = False
@@ -213,6 +250,8 @@ def lerp_(input: Tensor, end: Tensor, weight: Union[Tensor, Number]) -> Tensor:
             call_op(_C.lerp_inplace_tensor, ops.lerp_inplace.Tensor, input, end, weight)
             return input
         return lerp(input, end, weight)
+    if _plain_case(input, (end,)) and _C.lerp_inplace_scalar(input, end, weight) is not NotImplemented:
+        return input
     fits = end.dtype == input.dtype and _fits_operands(input, (end,))
     if _writable("lerp_", input, (end,), fits):
         call_op(_C.lerp_inplace_scalar, ops.lerp_inplace.Scalar, input, end, weight)
