@@ -196,8 +196,7 @@ def accumulate_(
     if not tensors:
         raise RuntimeError("safe_ops.accumulate_ expects a non-empty list of tensors")
     if not isinstance(weights, Tensor) and _plain_case(out, tensors):
-        listed = None if weights is None else _weights_list(weights)
-        if _C.accumulate_inplace(out, tensors, listed) is not NotImplemented:
+        if _C.accumulate_inplace(out, tensors, weights) is not NotImplemented:  # declines odd weight types
             return out
     weights_tensor = weights if isinstance(weights, Tensor) else None
     fits = _fits_operands(out, tensors, accumulate_dtype([out] + tensors, weights_tensor))

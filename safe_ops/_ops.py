@@ -32,6 +32,15 @@ def keyword_last(overload, keyword: str) -> Callable:
     return lambda *args: overload(*args[:-1], **{keyword: args[-1]})
 
 
+def _accumulate(tensors, weights):
+    # torch.ops path: any sequence of tensors, any numbers as weights (the fast entry takes lists of floats)
+    return ops.accumulate.default(list(tensors), None if weights is None else _weights_list(weights))
+
+
+def _accumulate_weights_tensor(tensors, weights):
+    return ops.accumulate.weights_tensor(list(tensors), weights)
+
+
 _add_tensor = keyword_last(ops.add.Tensor, "alpha")
 _sub_tensor = keyword_last(ops.sub.Tensor, "alpha")
 _addcmul = keyword_last(ops.addcmul.default, "value")
@@ -69,10 +78,8 @@ def accumulate(tensors: Sequence[Tensor], weights: Optional[Union[Sequence[Numbe
     need a gradient and the weights (K numbers) only if some tensor does. Never writes in place.
     """
     if isinstance(weights, Tensor):
-        return call_op(_C.accumulate_weights_tensor, ops.accumulate.weights_tensor, tensors, weights)
-    if weights is not None:
-        weights = _weights_list(weights)
-    return call_op(_C.accumulate, ops.accumulate.default, tensors, weights)
+        return call_op(_C.accumulate_weights_tensor, _accumulate_weights_tensor, tensors, weights)
+    return call_op(_C.accumulate, _accumulate, tensors, weights)
 
 
 def addcmul(input: Tensor, tensor1: Tensor, tensor2: Tensor, *, value: Number = 1) -> Tensor:
