@@ -20,8 +20,13 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+ROOT = os.path.dirname(HERE)
+# The harness and scenarios sit beside this file; safe_ops is built in place in the repository root (also
+# for the measurement subprocesses, which inherit PYTHONPATH).
+for path in (HERE, ROOT):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 
 import harness  # noqa: E402
 from harness import progress  # noqa: E402
