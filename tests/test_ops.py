@@ -178,6 +178,11 @@ def test_accumulate_reads_a_repeated_tensor_once():
     total = torch.zeros(1000, dtype=torch.float64)
     assert safe_ops.accumulate_(total, [y] * 8, list(range(8))) is total
     torch.testing.assert_close(total, 28 * y)
+    # backward gives the repeated tensor one summed gradient; broadcasting and double backward still right
+    a = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    fn = lambda a, b: safe_ops.accumulate([a, b, a, b], [1.0, 2.0, -3.0, 0.5])  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (a, b)) and torch.autograd.gradgradcheck(fn, (a, b))
 
 
 def test_accumulate_backward_with_unit_weights_allocates_no_gradient():

@@ -24,6 +24,9 @@ struct AccumulateBackward final : Node {
   int64_t n_inputs = 0;            // offset + K
   ReduceShapes shapes;             // of those inputs
   std::vector<double> weights;     // K numbers, when there is no weights tensor
+  // With number weights, a tensor listed several times gets its summed weight at its first listing and no
+  // gradient (zero) at the others: one (Σw)·grad instead of one w_i·grad each, as the forward reads it once.
+  std::vector<bool> repeated;      // K entries, or empty when no tensor repeats
   bool has_weights_tensor = false;
   SavedVariable weights_;          // saved when some x_i needs a gradient
   std::vector<SavedVariable> xs_;  // saved when the weights tensor needs a gradient
@@ -60,6 +63,7 @@ struct AccumulateBackward final : Node {
     for (int64_t i = 0; i < n_inputs; ++i) {
       if (!task_should_compute_output(i)) continue;
       const int64_t k = i - offset;
+      if (k >= 0 && !repeated.empty() && repeated[k]) continue;  // its weight is in the first listing's
       if (k < 0 || (!has_weights_tensor && weights[k] == 1.0)) {
         out[i] = shapes.reduce(grad, i);  // grad itself when not broadcast: no copy
         continue;
@@ -119,10 +123,23 @@ AccumulateNodePtr make_accumulate_node(const at::Tensor* out, at::TensorList ten
     if (weights_tensor->requires_grad()) {
       for (const auto& t : tensors) node->xs_.emplace_back(t, false);
     }
-  } else if (weights.has_value()) {
-    node->weights.assign(weights->begin(), weights->end());
   } else {
-    node->weights.assign(tensors.size(), 1.0);
+    if (weights.has_value()) {
+      node->weights.assign(weights->begin(), weights->end());
+    } else {
+      node->weights.assign(tensors.size(), 1.0);
+    }
+    for (size_t i = 1; i < tensors.size(); ++i) {
+      for (size_t first = 0; first < i; ++first) {
+        if (node->repeated.empty() ? false : node->repeated[first]) continue;
+        if (tensors[first].is_same(tensors[i])) {
+          if (node->repeated.empty()) node->repeated.assign(tensors.size(), false);
+          node->repeated[i] = true;
+          node->weights[first] += node->weights[i];
+          break;
+        }
+      }
+    }
   }
   torch::autograd::edge_list edges;
   if (out) edges.push_back(torch::autograd::impl::gradient_edge(*out));
