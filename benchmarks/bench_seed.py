@@ -1,8 +1,10 @@
 """Scenario 1: the seed loop ``for i in range(K): total.add_(x * i)`` (K=8, 16M float32 by default).
 
 Methods: eager in-place, eager out-of-place (``total = total + x*i``), ``torch.compile`` of the in-place loop
-(compile time reported beside), ``safe_ops.add`` (``total = safe_ops.add(total, x, alpha=i)``) and
-``safe_ops.add_`` (``total = safe_ops.add_(total, x, alpha=i)``). Forward, and forward + ``total.backward(g)``.
+(compile time reported beside), ``safe_ops.add`` (``total = safe_ops.add(total, x, alpha=i)``),
+``safe_ops.add_`` (``total = safe_ops.add_(total, x, alpha=i)``) and the loop as one call,
+``safe_ops.accumulate_(total, [x] * K, range(K))`` (x is read once, with its weights summed). Forward, and
+forward + ``total.backward(g)``.
 
 Two ways to get ``total``: "alloc" (the seed code: ``total = torch.zeros_like(x)`` inside the step) and
 "existing" (a preallocated buffer zeroed in place at the start of the step); the default run does "alloc",
@@ -23,7 +25,8 @@ EAGER_OUT = "eager total = total + x*i"
 COMPILED = "torch.compile(loop)"
 SAFE_ADD = "safe_ops.add"
 SAFE_ADD_ = "safe_ops.add_"
-METHODS = (EAGER_INPLACE, EAGER_OUT, COMPILED, SAFE_ADD, SAFE_ADD_)
+SAFE_ACCUMULATE_ = "safe_ops.accumulate_([x]*K)"
+METHODS = (EAGER_INPLACE, EAGER_OUT, COMPILED, SAFE_ADD, SAFE_ADD_, SAFE_ACCUMULATE_)
 
 
 def loop_inplace(x, k: int, total=None):
@@ -58,6 +61,12 @@ def loop_safe_add_(x, k: int, total=None):
     return total
 
 
+def loop_safe_accumulate_(x, k: int, total=None):
+    if total is None:
+        total = torch.zeros_like(x)
+    return safe_ops.accumulate_(total, [x] * k, list(range(k)))
+
+
 _COMPILED = {}
 
 
@@ -67,7 +76,7 @@ def step_fn(method: str):
             _COMPILED["fn"] = torch.compile(loop_inplace)
         return _COMPILED["fn"]
     return {EAGER_INPLACE: loop_inplace, EAGER_OUT: loop_out, SAFE_ADD: loop_safe_add,
-            SAFE_ADD_: loop_safe_add_}[method]
+            SAFE_ADD_: loop_safe_add_, SAFE_ACCUMULATE_: loop_safe_accumulate_}[method]
 
 
 def make(device, method, mode, n, k, total="alloc"):
@@ -140,6 +149,10 @@ def run(ctx: Context) -> None:
                        higher_is_better=False, tol=0.02)
             ctx.target(f"seed-vs-compile-{mode}-{total}",
                        f"seed loop {mode}{sfx}: safe_ops.add_ vs torch.compile steady state", rc, 1.0)
+            ra = ctx.ratio(SCENARIO, COMPILED, SAFE_ACCUMULATE_, mode, **p)
+            ctx.target(f"seed-accumulate-vs-compile-{mode}-{total}",
+                       f"seed loop {mode}{sfx}: one safe_ops.accumulate_ call vs torch.compile steady state", ra,
+                       1.0)
 
 
 if __name__ == "__main__":
