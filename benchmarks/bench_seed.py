@@ -29,36 +29,22 @@ SAFE_ACCUMULATE_ = "safe_ops.accumulate_([x]*K)"
 METHODS = (EAGER_INPLACE, EAGER_OUT, COMPILED, SAFE_ADD, SAFE_ADD_, SAFE_ACCUMULATE_)
 
 
-def loop_inplace(x, k: int, total=None):
-    if total is None:
-        total = torch.zeros_like(x)
-    for i in range(k):
-        total.add_(x * i)
-    return total
+def _loop(update):
+    """The seed loop with `total = update(total, x, i)` as its body."""
+    def loop(x, k: int, total=None):
+        if total is None:
+            total = torch.zeros_like(x)
+        for i in range(k):
+            total = update(total, x, i)
+        return total
+
+    return loop
 
 
-def loop_out(x, k: int, total=None):
-    if total is None:
-        total = torch.zeros_like(x)
-    for i in range(k):
-        total = total + x * i
-    return total
-
-
-def loop_safe_add(x, k: int, total=None):
-    if total is None:
-        total = torch.zeros_like(x)
-    for i in range(k):
-        total = safe_ops.add(total, x, alpha=i)
-    return total
-
-
-def loop_safe_add_(x, k: int, total=None):
-    if total is None:
-        total = torch.zeros_like(x)
-    for i in range(k):
-        total = safe_ops.add_(total, x, alpha=i)
-    return total
+loop_inplace = _loop(lambda total, x, i: total.add_(x * i))
+loop_out = _loop(lambda total, x, i: total + x * i)
+loop_safe_add = _loop(lambda total, x, i: safe_ops.add(total, x, alpha=i))
+loop_safe_add_ = _loop(lambda total, x, i: safe_ops.add_(total, x, alpha=i))
 
 
 def loop_safe_accumulate_(x, k: int, total=None):
