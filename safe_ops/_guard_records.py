@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ._inplace import InplaceHazardError
+from .errors import InplaceHazardError
 
 # storage address -> {id(record): weakref(record)}. Read without the lock (a dict lookup and a tuple() of its
 # values are atomic under the GIL); changed only under it. RLock: a record's __del__ can run inside a critical

@@ -28,11 +28,8 @@ from torch import Tensor
 from . import _C
 from ._native import ops
 from ._promotion import accumulate_dtype
+from .errors import InplaceHazardError
 from ._ops import Number, _weights_list, accumulate, add, addcmul, call_op, keyword_last, lerp, sub
-
-
-class InplaceHazardError(RuntimeError):
-    """An in-place update that can be neither done safely nor replaced by a copy."""
 
 
 class Decision(IntEnum):

@@ -53,15 +53,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _guard_records as rec
 from ._guard_records import COMPOSED, HI, INDEPENDENT, KEY, LO, OPAQUE, PLAIN, SHAPE, SIZE, STRIDE, _Saved
-from ._inplace import InplaceHazardError
+from .errors import InplaceHazardError, InplaceHazardWarning
 
 __all__ = ["guard", "GuardStats", "InplaceHazardWarning"]
 
 _MODES = ("raise", "warn", "copy")
-
-
-class InplaceHazardWarning(UserWarning):
-    """``safe_ops.guard(mode="warn")``: an in-place write into memory that autograd saved for backward."""
 
 
 @dataclass
