@@ -113,7 +113,7 @@ std::vector<at::Tensor> scale_many_impl(const at::Tensor& grad, at::ArrayRef<dou
   std::vector<at::Tensor> outputs(k);
   if (k == 0) return outputs;
   at::TensorIterator iter = make_iterator(outputs, {grad});
-  if (iter.numel() > 0) kernels_for(grad.device().type()).scale_many(iter, coeffs);
+  if (iter.numel() > 0) scale_many_stub(grad.device().type())(iter, coeffs);
   for (size_t i = 0; i < k; ++i) outputs[i] = iter.output(static_cast<int64_t>(i));
   return outputs;
 }
@@ -139,7 +139,7 @@ at::Tensor dot_many(const at::Tensor& grad, at::TensorList tensors) {
     inputs.push_back(prepare_operand(t, grad.scalar_type(), grad.device()));
   }
   at::TensorIterator iter = make_iterator({}, inputs);
-  if (iter.numel() > 0) kernels_for(grad.device().type()).dot_many(iter, result);
+  if (iter.numel() > 0) dot_many_stub(grad.device().type())(iter, result);
   return result;
 }
 

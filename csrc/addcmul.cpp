@@ -1,30 +1,18 @@
 // addcmul: out = self + value·tensor1·tensor2 (torch.addcmul), and its backward op.
 #include "ops.h"
 
-#include <ATen/native/TypeProperties.h>
-
 namespace safe_ops {
 namespace {
 
-at::ScalarType addcmul_dtype(const at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2) {
-  at::native::ResultTypeState state{};
-  for (const auto* t : {&self, &t1, &t2}) state = at::native::update_result_type_state(*t, state);
-  return at::native::result_type(state);
-}
-
 at::Tensor addcmul_into(const at::Tensor& out, const at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2,
                         const at::Scalar& value, const char* name) {
-  const at::ScalarType dtype = addcmul_dtype(self, t1, t2);
+  const at::ScalarType dtype = promoted_dtype({self, t1, t2});
   check_result_dtype(dtype, name);
   if (out.defined()) check_inplace_result(out, dtype, name);
   const c10::Device device = out.defined() ? out.device() : common_device({self, t1, t2});
-  OpDeviceGuard guard(device);
-  // The iterator borrows its operands: keep the converted ones alive as long as it.
   const std::vector<at::Tensor> inputs{prepare_operand(self, dtype, device), prepare_operand(t1, dtype, device),
                                        prepare_operand(t2, dtype, device)};
-  at::TensorIterator iter = make_iterator({out}, inputs);
-  if (iter.numel() > 0) kernels_for(device.type()).addcmul(iter, value.toDouble());
-  return iter.output(0);
+  return run_pointwise(addcmul_stub, out, 1, inputs, value.toDouble(), device)[0];
 }
 
 at::Tensor addcmul(const at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2, const at::Scalar& value) {
@@ -41,24 +29,19 @@ std::tuple<at::Tensor, at::Tensor> addcmul_backward(const at::Tensor& grad, cons
   const at::ScalarType dtype = grad.scalar_type();
   check_result_dtype(dtype, "addcmul_backward");
   const c10::Device device = grad.device();
-  OpDeviceGuard guard(device);
   const bool want1 = output_mask[0], want2 = output_mask[1];
   TORCH_CHECK(!want1 || (t2.has_value() && t2->defined()), "addcmul_backward: grad of tensor1 needs tensor2");
   TORCH_CHECK(!want2 || (t1.has_value() && t1->defined()), "addcmul_backward: grad of tensor2 needs tensor1");
   if (!want1 && !want2) return {at::Tensor(), at::Tensor()};
-  const auto& kernels = kernels_for(device.type());
-  std::vector<at::Tensor> inputs{grad};
+  const double v = value.toDouble();
   if (want1 && want2) {
-    inputs.push_back(prepare_operand(*t1, dtype, device));
-    inputs.push_back(prepare_operand(*t2, dtype, device));
-    at::TensorIterator iter = make_iterator({at::Tensor(), at::Tensor()}, inputs);
-    if (iter.numel() > 0) kernels.addcmul_backward(iter, value.toDouble());
-    return {iter.output(0), iter.output(1)};
+    const std::vector<at::Tensor> inputs{grad, prepare_operand(*t1, dtype, device), prepare_operand(*t2, dtype, device)};
+    auto grads = run_pointwise(addcmul_grads_stub, at::Tensor(), 2, inputs, v, device);
+    return {grads[0], grads[1]};
   }
-  inputs.push_back(prepare_operand(want1 ? *t2 : *t1, dtype, device));
-  at::TensorIterator iter = make_iterator({at::Tensor()}, inputs);
-  if (iter.numel() > 0) kernels.addcmul_backward(iter, value.toDouble());
-  return want1 ? std::make_tuple(iter.output(0), at::Tensor()) : std::make_tuple(at::Tensor(), iter.output(0));
+  const std::vector<at::Tensor> inputs{grad, prepare_operand(want1 ? *t2 : *t1, dtype, device)};
+  at::Tensor g = run_pointwise(addcmul_grad_one_stub, at::Tensor(), 1, inputs, v, device)[0];
+  return want1 ? std::make_tuple(g, at::Tensor()) : std::make_tuple(at::Tensor(), g);
 }
 
 void register_impls(torch::Library& m) {

@@ -1,20 +1,53 @@
-// The hot loops, one set per device type: csrc/cpu/kernels.cpp and csrc/cuda/kernels.cu.
-//
-// The device-agnostic op code (csrc/*.cpp) checks arguments, picks the result dtype, converts operands to it,
-// and builds an at::TensorIterator (broadcasting, output allocation with torch's stride rules). A kernel gets
-// that iterator: every operand has the same floating dtype and the iterator's shape. Kernels compute in
-// at::opmath_type<scalar_t> and round once. Operand order is part of each kernel's contract, given below.
+// The device kernels, registered by name per device type (ATen's DispatchStub, small): csrc/cpu/kernels.cpp and
+// csrc/cuda/kernels.cu each register their function for every stub declared here, by stub name, so there is no
+// table filled by position. The device-agnostic op code (csrc/*.cpp) checks arguments, picks the result dtype,
+// converts operands to it, builds an at::TensorIterator and calls stub(device)(iter, ...). A kernel gets operands
+// of one floating dtype at the iterator's shape, computes in at::opmath_type and rounds once.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
 #include <c10/util/ArrayRef.h>
+#include <c10/util/Exception.h>
+
+#include <array>
+#include <cstddef>
+
+#include "formulas.h"
 
 namespace at {
 struct TensorIteratorBase;
 }
 
 namespace safe_ops {
+
+template <typename Fn>
+class DispatchStub {
+ public:
+  // constexpr: the table is initialised before any static registration runs, whatever the link order.
+  explicit constexpr DispatchStub(const char* name) : name_(name), kernels_{} {}
+
+  void set(c10::DeviceType type, Fn kernel) { kernels_[static_cast<size_t>(type)] = kernel; }
+
+  // The kernel for `type`; a clear error when this build has none (CUDA tensors on a CPU-only build).
+  Fn operator()(c10::DeviceType type) const {
+    const Fn kernel = kernels_[static_cast<size_t>(type)];
+    TORCH_CHECK(kernel != nullptr, "safe_ops has no ", c10::DeviceTypeName(type), " kernel for ", name_,
+                " in this build. For CUDA, rebuild with nvcc available (SAFE_OPS_CUDA=1): "
+                "pip install --no-build-isolation -e .");
+    return kernel;
+  }
+
+ private:
+  const char* name_;
+  std::array<Fn, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)> kernels_;
+};
+
+#define SAFE_OPS_DECLARE_STUB(stub, fn_type) extern DispatchStub<fn_type> stub
+#define SAFE_OPS_DEFINE_STUB(stub) constinit decltype(stub) stub(#stub)
+// In a device file, at namespace scope: binds `kernel` to `stub` for `device` (CPU, CUDA) at load time.
+#define SAFE_OPS_REGISTER_KERNEL(stub, device, kernel) \
+  static const bool stub##_##device##_registered = (stub.set(c10::DeviceType::device, kernel), true)
 
 // Coefficients of out = Σ_i w_i·x_i [+ scalar_alpha·scalar_value].
 struct LinearCoeffs {
@@ -25,34 +58,20 @@ struct LinearCoeffs {
   double scalar_alpha = 1;
 };
 
-struct DeviceKernels {
-  // operands [out, x_0 .. x_{K-1}] (K >= 1): out = Σ w_i·x_i (+ scalar term).
-  void (*linear_combination)(at::TensorIteratorBase& iter, const LinearCoeffs& coeffs);
-  // operands [out_0 .. out_{K-1}, g]: out_i = s_i·g, with s_i from coeffs (scalar term unused).
-  void (*scale_many)(at::TensorIteratorBase& iter, const LinearCoeffs& scales);
-  // operands [g, x_0 .. x_{K-1}] (no outputs): result[i] += Σ_j g[j]·x_i[j].
-  // result: K-element float64 tensor on the device, zero-initialised by the caller.
-  void (*dot_many)(at::TensorIteratorBase& iter, const at::Tensor& result);
-  // operands [out, a, b, c]: out = a + (value·b)·c   (torch.addcmul's order).
-  void (*addcmul)(at::TensorIteratorBase& iter, double value);
-  // operands [out, g, t]: out = (value·g)·t   (one of addcmul's operand gradients), or
-  // operands [gb, gc, g, b, c]: gb = (value·g)·c, gc = (value·g)·b   (both, in one pass).
-  void (*addcmul_backward)(at::TensorIteratorBase& iter, double value);
-  // operands [out, a, b] with a scalar weight, or [out, a, b, w]: out = lerp(a, b, w) with torch's
-  // formula (a + w·(b−a) if |w| < 0.5, else b − (b−a)·(1−w)).
-  void (*lerp)(at::TensorIteratorBase& iter, double weight);
-  // lerp with a tensor weight, backward. mask bits: 1 = grad_input, 2 = grad_end, 4 = grad_weight.
-  // operands: outputs [ga? gb? gw?] in that order for the set bits, then inputs g, w (if bit 1 or 2), a, b (if 4).
-  // ga = g·(1−w), gb = g·w, gw = g·(b−a).
-  void (*lerp_backward)(at::TensorIteratorBase& iter, int mask);
-};
+using LinearFn = void (*)(at::TensorIteratorBase& iter, const LinearCoeffs& coeffs);
+using DotManyFn = void (*)(at::TensorIteratorBase& iter, const at::Tensor& result);
+using PointwiseFn = void (*)(at::TensorIteratorBase& iter, const formulas::Scalars& scalars);
 
-// Device files register their kernels at load time (a static RegisterKernels object).
-struct RegisterKernels {
-  RegisterKernels(c10::DeviceType type, const DeviceKernels& kernels);
-};
-
-// The kernels for `type`; raises a clear error when this build has none (e.g. CUDA tensors, CPU-only build).
-const DeviceKernels& kernels_for(c10::DeviceType type);
+// operands [out, x_0 .. x_{K-1}] (K >= 1): out = Σ w_i·x_i (+ scalar term), summed left to right.
+SAFE_OPS_DECLARE_STUB(linear_combination_stub, LinearFn);
+// operands [out_0 .. out_{K-1}, g]: out_i = s_i·g, with s_i from the coefficients (scalar term unused).
+SAFE_OPS_DECLARE_STUB(scale_many_stub, LinearFn);
+// operands [g, x_0 .. x_{K-1}] (no outputs): result[i] += Σ_j g[j]·x_i[j].
+// result: K-element float64 tensor on the device, zero-initialised by the caller.
+SAFE_OPS_DECLARE_STUB(dot_many_stub, DotManyFn);
+// One stub per pointwise formula (csrc/formulas.h): <name>_stub.
+#define SAFE_OPS_DECLARE_POINTWISE_STUB(name, formula) SAFE_OPS_DECLARE_STUB(name##_stub, PointwiseFn);
+SAFE_OPS_POINTWISE_FORMULAS(SAFE_OPS_DECLARE_POINTWISE_STUB)
+#undef SAFE_OPS_DECLARE_POINTWISE_STUB
 
 }  // namespace safe_ops

@@ -1,6 +1,8 @@
 // lerp: out = self + weight·(end − self) with torch.lerp's formula; weight a number or a tensor.
 #include "ops.h"
 
+#include <cmath>
+
 namespace safe_ops {
 namespace {
 
@@ -19,12 +21,15 @@ at::Tensor lerp_into(const at::Tensor& out, const at::Tensor& self, const at::Te
   const c10::Device device =
       out.defined() ? out.device()
                     : (weight_tensor.defined() ? common_device({self, end, weight_tensor}) : common_device({self, end}));
-  OpDeviceGuard guard(device);
   std::vector<at::Tensor> inputs{prepare_operand(self, dtype, device), prepare_operand(end, dtype, device)};
-  if (weight_tensor.defined()) inputs.push_back(prepare_operand(weight_tensor, dtype, device));
-  at::TensorIterator iter = make_iterator({out}, inputs);
-  if (iter.numel() > 0) kernels_for(device.type()).lerp(iter, weight);
-  return iter.output(0);
+  if (weight_tensor.defined()) {
+    inputs.push_back(prepare_operand(weight_tensor, dtype, device));
+    return run_pointwise(lerp_tensor_weight_stub, out, 1, inputs, 0.0, device)[0];
+  }
+  // A number weight picks the formula's form once, comparing in opmath as the kernel would.
+  const double w = dtype == at::kDouble ? weight : static_cast<double>(static_cast<float>(weight));
+  const auto& stub = std::abs(w) < 0.5 ? lerp_small_weight_stub : lerp_large_weight_stub;
+  return run_pointwise(stub, out, 1, inputs, weight, device)[0];
 }
 
 at::Tensor lerp_scalar(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
@@ -47,30 +52,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lerp_backward(const at::Tensor& g
                                                              const std::optional<at::Tensor>& end,
                                                              const std::optional<at::Tensor>& weight,
                                                              std::array<bool, 3> output_mask) {
+  static const std::array<const DispatchStub<PointwiseFn>*, 8> stubs{
+      nullptr,           &lerp_backward_1_stub, &lerp_backward_2_stub, &lerp_backward_3_stub,
+      &lerp_backward_4_stub, &lerp_backward_5_stub, &lerp_backward_6_stub, &lerp_backward_7_stub};
   const at::ScalarType dtype = grad.scalar_type();
   check_result_dtype(dtype, "lerp_backward");
   const c10::Device device = grad.device();
-  OpDeviceGuard guard(device);
   const int mask = (output_mask[0] ? 1 : 0) | (output_mask[1] ? 2 : 0) | (output_mask[2] ? 4 : 0);
   if (mask == 0) return {at::Tensor(), at::Tensor(), at::Tensor()};
   auto require = [](const std::optional<at::Tensor>& t, const char* what) -> const at::Tensor& {
     TORCH_CHECK(t.has_value() && t->defined(), "lerp_backward: the requested gradients need ", what);
     return *t;
   };
+  // The formula's operand order (csrc/formulas.h LerpBackward): g, then self and end, then weight.
   std::vector<at::Tensor> inputs{grad};
-  if (mask & 3) inputs.push_back(prepare_operand(require(weight, "weight"), dtype, device));
   if (mask & 4) {
     inputs.push_back(prepare_operand(require(self, "self"), dtype, device));
     inputs.push_back(prepare_operand(require(end, "end"), dtype, device));
   }
+  if (mask & 3) inputs.push_back(prepare_operand(require(weight, "weight"), dtype, device));
   const int noutputs = (mask & 1) + ((mask >> 1) & 1) + ((mask >> 2) & 1);
-  std::vector<at::Tensor> outputs(noutputs);
-  at::TensorIterator iter = make_iterator(outputs, inputs);
-  if (iter.numel() > 0) kernels_for(device.type()).lerp_backward(iter, mask);
+  const std::vector<at::Tensor> outputs = run_pointwise(*stubs[mask], at::Tensor(), noutputs, inputs, 0.0, device);
   std::array<at::Tensor, 3> grads;
   int next = 0;
   for (int i = 0; i < 3; ++i) {
-    if (output_mask[i]) grads[i] = iter.output(next++);
+    if (output_mask[i]) grads[i] = outputs[next++];
   }
   return {grads[0], grads[1], grads[2]};
 }

@@ -1,11 +1,19 @@
 #include "ops.h"
 
+#include <ATen/native/TypeProperties.h>
+
 namespace safe_ops {
 
 void check_result_dtype(at::ScalarType dtype, const char* op_name) {
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
                    "safe_ops.", op_name, " supports float16, bfloat16, float32 and float64 results, but the inputs "
                    "promote to ", dtype, ". Use the torch op for other dtypes.");
+}
+
+at::ScalarType promoted_dtype(at::TensorList operands) {
+  at::native::ResultTypeState state{};
+  for (const auto& t : operands) state = at::native::update_result_type_state(t, state);
+  return at::native::result_type(state);
 }
 
 c10::Device common_device(at::TensorList tensors) {
@@ -43,8 +51,21 @@ at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, cons
   inputs.reserve(xs.size());
   for (const auto& x : xs) inputs.push_back(prepare_operand(x, dtype, device));
   at::TensorIterator iter = make_iterator({out}, inputs);
-  if (iter.numel() > 0) kernels_for(device.type()).linear_combination(iter, coeffs);
+  if (iter.numel() > 0) linear_combination_stub(device.type())(iter, coeffs);
   return iter.output(0);
+}
+
+std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, int noutputs,
+                                      at::TensorList inputs, double scalar, c10::Device device) {
+  OpDeviceGuard guard(device);
+  const std::vector<at::Tensor> outputs = out.defined() ? std::vector<at::Tensor>{out}
+                                                        : std::vector<at::Tensor>(static_cast<size_t>(noutputs));
+  at::TensorIterator iter = make_iterator(outputs, inputs);
+  if (iter.numel() > 0) stub(device.type())(iter, formulas::Scalars{scalar, 0.0});
+  std::vector<at::Tensor> results;
+  results.reserve(outputs.size());
+  for (int i = 0; i < iter.noutputs(); ++i) results.push_back(iter.output(i));
+  return results;
 }
 
 }  // namespace safe_ops

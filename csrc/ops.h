@@ -7,12 +7,18 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "kernels.h"
 
 namespace safe_ops {
 
 // Raises TypeError unless `dtype` is one the kernels support (float16, bfloat16, float32, float64).
 void check_result_dtype(at::ScalarType dtype, const char* op_name);
+
+// torch's promotion over all the operands (at::result_type takes two): dimensioned tensors first, 0-dim ones
+// only where their category is higher.
+at::ScalarType promoted_dtype(at::TensorList operands);
 
 // The device the op runs on: that of the first tensor that is not a 0-dim CPU tensor (torch lets such tensors
 // join CUDA operands, as numbers do).
@@ -36,6 +42,12 @@ struct OpDeviceGuard {
 // Raises the error an in-place op gives when the result cannot be written into `self` (shape or dtype).
 void check_inplace_result(const at::Tensor& self, at::ScalarType result_dtype, const char* op_name);
 
+// Runs a pointwise formula's kernel (csrc/formulas.h) on the device of `inputs`: `noutputs` new outputs at the
+// broadcast shape, or `out` written in place (then noutputs is 1 and out must have the broadcast shape). The
+// inputs must already have the kernel's dtype and device (prepare_operand). Returns the outputs.
+std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, int noutputs,
+                                      at::TensorList inputs, double scalar, c10::Device device);
+
 // out = Σ coeffs.w_i·xs[i] (+ scalar term) in `dtype`; `out` undefined: allocated and returned; defined: written
 // in place (it must have the broadcast shape and `dtype`).
 at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, const LinearCoeffs& coeffs,
@@ -44,7 +56,7 @@ at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, cons
 }  // namespace safe_ops
 
 // Registers the same device-agnostic implementations for both device keys; the kernels differ per device
-// through kernels_for(device).
+// through their DispatchStubs.
 #define SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)                 \
   TORCH_LIBRARY_IMPL(safe_ops, CPU, m) { register_impls(m); }     \
   TORCH_LIBRARY_IMPL(safe_ops, CUDA, m) { register_impls(m); }

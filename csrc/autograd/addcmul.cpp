@@ -32,8 +32,8 @@ struct AddcmulBackward final : Node {
     const at::Tensor t1 = want2 ? t1_.unpack() : at::Tensor();
     const at::Tensor t2 = want1 ? t2_.unpack() : at::Tensor();
     if (backward_needs_graph()) {
-      if (want1) out[1] = shapes.reduce(grad * value * t2, 1);
-      if (want2) out[2] = shapes.reduce(grad * value * t1, 2);
+      if (want1) out[1] = shapes.reduce(apply_formula<formulas::AddcmulGradOne>(value, grad, t2)[0], 1);
+      if (want2) out[2] = shapes.reduce(apply_formula<formulas::AddcmulGradOne>(value, grad, t1)[0], 2);
       return out;
     }
     static const auto backward = find_op<BackwardSig>("safe_ops::addcmul_backward", "");

@@ -13,12 +13,23 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
+#include "../formulas.h"
+
+#include <array>
 #include <functional>
 #include <initializer_list>
 #include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+namespace safe_ops::formulas {
+// Formulas over whole tensors (the double-backward path below) take their numbers as doubles.
+template <>
+struct CoefType<at::Tensor> {
+  using type = double;
+};
+}  // namespace safe_ops::formulas
 
 namespace safe_ops::autograd {
 
@@ -80,6 +91,18 @@ auto make_node() {
 // Nodes use differentiable aten compositions instead of the fused backward ops.
 inline bool backward_needs_graph() {
   return c10::GradMode::is_enabled();
+}
+
+// A formula of csrc/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
+// (create_graph=True) computes the same expression as the fused kernels.
+template <template <typename> class Formula, typename... Tensors>
+std::array<at::Tensor, Formula<at::Tensor>::kOut> apply_formula(double scalar, const Tensors&... inputs) {
+  using F = Formula<at::Tensor>;
+  static_assert(sizeof...(Tensors) == F::kIn, "apply_formula: wrong operand count");
+  const std::array<at::Tensor, F::kIn> in{inputs...};
+  std::array<at::Tensor, F::kOut> out;
+  F(formulas::Scalars{scalar, 0.0})(in.data(), out.data());
+  return out;
 }
 
 template <typename Sig>

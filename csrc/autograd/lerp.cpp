@@ -63,9 +63,9 @@ struct LerpTensorBackward final : Node {
     const at::Tensor end = want[2] ? end_.unpack() : at::Tensor();
     std::array<at::Tensor, 3> full;
     if (backward_needs_graph()) {
-      if (want[0]) full[0] = grad * (1 - weight);
-      if (want[1]) full[1] = grad * weight;
-      if (want[2]) full[2] = grad * (end - self);
+      if (want[0]) full[0] = apply_formula<formulas::LerpBackward1>(0.0, grad, weight)[0];
+      if (want[1]) full[1] = apply_formula<formulas::LerpBackward2>(0.0, grad, weight)[0];
+      if (want[2]) full[2] = apply_formula<formulas::LerpBackward4>(0.0, grad, self, end)[0];
     } else {
       static const auto backward = find_op<BackwardSig>("safe_ops::lerp_backward", "");
       std::tie(full[0], full[1], full[2]) = backward.call(grad, self, end, weight, want);

@@ -226,112 +226,29 @@ void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
   });
 }
 
-#define SAFE_OPS_DISPATCH(iter, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (iter).common_dtype(), name, __VA_ARGS__)
-
-void addcmul_kernel(at::TensorIteratorBase& iter, double value) {
-  SAFE_OPS_DISPATCH(iter, "safe_ops_addcmul", [&] {
+// A formula of csrc/formulas.h over the whole iterator, in opmath.
+template <template <typename> class Formula>
+void pointwise_kernel(at::TensorIteratorBase& iter, const formulas::Scalars& scalars) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, iter.common_dtype(), "safe_ops_pointwise", [&] {
     using op_t = opmath_t<scalar_t>;
-    const op_t v = static_cast<op_t>(value);
-    map_elementwise<1, 3, scalar_t>(iter, [v](const std::array<op_t, 3>& x) {
-      return std::array<op_t, 1>{x[0] + v * x[1] * x[2]};
+    using F = Formula<op_t>;
+    const F formula(scalars);
+    map_elementwise<F::kOut, F::kIn, scalar_t>(iter, [formula](const std::array<op_t, F::kIn>& x) {
+      std::array<op_t, F::kOut> y;
+      formula(x.data(), y.data());
+      return y;
     });
   });
 }
 
-void addcmul_backward_kernel(at::TensorIteratorBase& iter, double value) {
-  SAFE_OPS_DISPATCH(iter, "safe_ops_addcmul_backward", [&] {
-    using op_t = opmath_t<scalar_t>;
-    const op_t v = static_cast<op_t>(value);
-    if (iter.noutputs() == 1) {
-      map_elementwise<1, 2, scalar_t>(iter, [v](const std::array<op_t, 2>& x) {
-        return std::array<op_t, 1>{v * x[0] * x[1]};
-      });
-    } else {
-      map_elementwise<2, 3, scalar_t>(iter, [v](const std::array<op_t, 3>& x) {
-        const op_t vg = v * x[0];
-        return std::array<op_t, 2>{vg * x[2], vg * x[1]};
-      });
-    }
-  });
-}
-
-// torch.lerp's formula: the two forms keep the result exact at weight 0 and 1. Both are computed and one is
-// selected, so the loop vectorises and a per-element weight costs no branch mispredictions.
-template <typename T>
-T lerp_value(T a, T b, T w) {
-  const T d = b - a;
-  const T small = a + w * d;
-  const T large = b - d * (T(1) - w);
-  return std::abs(w) < T(0.5) ? small : large;
-}
-
-void lerp_kernel(at::TensorIteratorBase& iter, double weight) {
-  SAFE_OPS_DISPATCH(iter, "safe_ops_lerp", [&] {
-    using op_t = opmath_t<scalar_t>;
-    if (iter.ninputs() == 2) {
-      // A number weight picks the form once.
-      const op_t w = static_cast<op_t>(weight);
-      if (std::abs(w) < op_t(0.5)) {
-        map_elementwise<1, 2, scalar_t>(iter, [w](const std::array<op_t, 2>& x) {
-          return std::array<op_t, 1>{x[0] + w * (x[1] - x[0])};
-        });
-      } else {
-        map_elementwise<1, 2, scalar_t>(iter, [w](const std::array<op_t, 2>& x) {
-          return std::array<op_t, 1>{x[1] - (x[1] - x[0]) * (op_t(1) - w)};
-        });
-      }
-    } else {
-      map_elementwise<1, 3, scalar_t>(iter, [](const std::array<op_t, 3>& x) {
-        return std::array<op_t, 1>{lerp_value(x[0], x[1], x[2])};
-      });
-    }
-  });
-}
-
-void lerp_backward_kernel(at::TensorIteratorBase& iter, int mask) {
-  SAFE_OPS_DISPATCH(iter, "safe_ops_lerp_backward", [&] {
-    using op_t = opmath_t<scalar_t>;
-    switch (mask) {
-      case 1:  // [ga, g, w]
-        return map_elementwise<1, 2, scalar_t>(iter, [](const std::array<op_t, 2>& x) {
-          return std::array<op_t, 1>{x[0] * (op_t(1) - x[1])};
-        });
-      case 2:  // [gb, g, w]
-        return map_elementwise<1, 2, scalar_t>(iter, [](const std::array<op_t, 2>& x) {
-          return std::array<op_t, 1>{x[0] * x[1]};
-        });
-      case 3:  // [ga, gb, g, w]
-        return map_elementwise<2, 2, scalar_t>(iter, [](const std::array<op_t, 2>& x) {
-          return std::array<op_t, 2>{x[0] * (op_t(1) - x[1]), x[0] * x[1]};
-        });
-      case 4:  // [gw, g, a, b]
-        return map_elementwise<1, 3, scalar_t>(iter, [](const std::array<op_t, 3>& x) {
-          return std::array<op_t, 1>{x[0] * (x[2] - x[1])};
-        });
-      case 5:  // [ga, gw, g, w, a, b]
-        return map_elementwise<2, 4, scalar_t>(iter, [](const std::array<op_t, 4>& x) {
-          return std::array<op_t, 2>{x[0] * (op_t(1) - x[1]), x[0] * (x[3] - x[2])};
-        });
-      case 6:  // [gb, gw, g, w, a, b]
-        return map_elementwise<2, 4, scalar_t>(iter, [](const std::array<op_t, 4>& x) {
-          return std::array<op_t, 2>{x[0] * x[1], x[0] * (x[3] - x[2])};
-        });
-      case 7:  // [ga, gb, gw, g, w, a, b]
-        return map_elementwise<3, 4, scalar_t>(iter, [](const std::array<op_t, 4>& x) {
-          return std::array<op_t, 3>{x[0] * (op_t(1) - x[1]), x[0] * x[1], x[0] * (x[3] - x[2])};
-        });
-      default:
-        TORCH_INTERNAL_ASSERT(false, "lerp_backward: bad mask ", mask);
-    }
-  });
-}
-
-const DeviceKernels kCpuKernels{
-    linear_combination_kernel, scale_many_kernel, dot_many_kernel, addcmul_kernel,
-    addcmul_backward_kernel,   lerp_kernel,       lerp_backward_kernel,
-};
-const RegisterKernels registrar(c10::DeviceType::CPU, kCpuKernels);
-
 }  // namespace
+
+SAFE_OPS_REGISTER_KERNEL(linear_combination_stub, CPU, linear_combination_kernel);
+SAFE_OPS_REGISTER_KERNEL(scale_many_stub, CPU, scale_many_kernel);
+SAFE_OPS_REGISTER_KERNEL(dot_many_stub, CPU, dot_many_kernel);
+#define SAFE_OPS_REGISTER_CPU_POINTWISE(name, formula) \
+  SAFE_OPS_REGISTER_KERNEL(name##_stub, CPU, pointwise_kernel<formulas::formula>);
+SAFE_OPS_POINTWISE_FORMULAS(SAFE_OPS_REGISTER_CPU_POINTWISE)
+#undef SAFE_OPS_REGISTER_CPU_POINTWISE
+
 }  // namespace safe_ops

@@ -164,67 +164,19 @@ struct DotMany {
   }
 };
 
-// out = a + (value·b)·c   (torch's addcmul expression).
-template <typename opmath_t>
-struct Addcmul : FixedArity<1, 3>, Stateless {
-  opmath_t value;
-  explicit Addcmul(double v) : value(static_cast<opmath_t>(v)) {}
-  __device__ void operator()(State&, int64_t, const opmath_t* in, opmath_t* out) const {
-    out[0] = in[0] + value * in[1] * in[2];
-  }
-};
-
-// [out, g, t]: out = (value·g)·t;  or both: [gb, gc, g, b, c]: gb = (value·g)·c, gc = (value·g)·b.
-template <typename opmath_t>
-struct AddcmulBackward : Stateless {
-  static constexpr int kOut = 2, kIn = 3;
-  opmath_t value;
-  bool both;
-  AddcmulBackward(double v, bool both_grads) : value(static_cast<opmath_t>(v)), both(both_grads) {}
-  C10_HOST_DEVICE int num_out() const { return both ? 2 : 1; }
-  C10_HOST_DEVICE int num_in() const { return both ? 3 : 2; }
-  __device__ void operator()(State&, int64_t, const opmath_t* in, opmath_t* out) const {
-    const opmath_t vg = value * in[0];
-    out[0] = vg * (both ? in[2] : in[1]);
-    out[1] = vg * in[1];
-  }
-};
-
-// [out, a, b] with a scalar weight or [out, a, b, w]; torch's two-sided formula (exact at w = 0 and w = 1).
-template <typename opmath_t>
-struct Lerp : Stateless {
-  static constexpr int kOut = 1, kIn = 3;
-  opmath_t weight;
-  bool weight_tensor;
-  Lerp(double w, bool has_weight_tensor) : weight(static_cast<opmath_t>(w)), weight_tensor(has_weight_tensor) {}
-  C10_HOST_DEVICE int num_out() const { return 1; }
-  C10_HOST_DEVICE int num_in() const { return weight_tensor ? 3 : 2; }
-  __device__ void operator()(State&, int64_t, const opmath_t* in, opmath_t* out) const {
-    const opmath_t a = in[0], b = in[1];
-    const opmath_t w = weight_tensor ? in[2] : weight;
-    out[0] = std::abs(w) < opmath_t(0.5) ? a + w * (b - a) : b - (b - a) * (opmath_t(1) - w);
-  }
-};
-
-// Outputs [ga? gb? gw?] for mask bits 1, 2, 4; inputs g, w (bits 1|2), a, b (bit 4). Every candidate is computed
-// and the slots picked with selects, so operand positions stay compile-time (registers, no local memory).
-template <typename opmath_t>
-struct LerpBackward : Stateless {
-  static constexpr int kOut = 3, kIn = 4;
-  int mask;
-  explicit LerpBackward(int m) : mask(m) {}
-  C10_HOST_DEVICE bool needs_w() const { return (mask & 3) != 0; }
-  C10_HOST_DEVICE int num_out() const { return (mask & 1) + ((mask >> 1) & 1) + ((mask >> 2) & 1); }
-  C10_HOST_DEVICE int num_in() const { return 1 + (needs_w() ? 1 : 0) + ((mask & 4) ? 2 : 0); }
-  __device__ void operator()(State&, int64_t, const opmath_t* in, opmath_t* out) const {
-    const opmath_t g = in[0], w = in[1];
-    const opmath_t a = needs_w() ? in[2] : in[1];
-    const opmath_t b = needs_w() ? in[3] : in[2];
-    const opmath_t ga = g * (opmath_t(1) - w), gb = g * w, gw = g * (b - a);
-    out[0] = (mask & 1) ? ga : (mask & 2) ? gb : gw;
-    out[1] = (mask & 1) && (mask & 2) ? gb : gw;
-    out[2] = gw;
-  }
+// A formula of csrc/formulas.h as a launcher op: the launcher loads, the formula does the math.
+template <template <typename> class Formula>
+struct FormulaOp {
+  template <typename opmath_t>
+  struct Op : Stateless {
+    using F = Formula<opmath_t>;
+    static constexpr int kOut = F::kOut, kIn = F::kIn;
+    F formula;
+    explicit Op(const formulas::Scalars& s) : formula(s) {}
+    C10_HOST_DEVICE int num_out() const { return kOut; }
+    C10_HOST_DEVICE int num_in() const { return kIn; }
+    __device__ void operator()(State&, int64_t, const opmath_t* in, opmath_t* out) const { formula(in, out); }
+  };
 };
 
 // Runs a fixed-arity op over the whole iterator: outputs then inputs, in iterator order.
@@ -242,7 +194,7 @@ void run_pointwise(at::TensorIteratorBase& iter, Args... args) {
   });
 }
 
-// ---- DeviceKernels entries ---------------------------------------------------------------------------------
+// ---- the K-operand kernels ---------------------------------------------------------------------------------
 
 void linear_combination(at::TensorIteratorBase& iter, const LinearCoeffs& coeffs) {
   const int k = iter.ninputs();
@@ -313,25 +265,19 @@ void dot_many(at::TensorIteratorBase& iter, const at::Tensor& result) {
   });
 }
 
-void addcmul(at::TensorIteratorBase& iter, double value) { run_pointwise<Addcmul>(iter, value); }
-
-void addcmul_backward(at::TensorIteratorBase& iter, double value) {
-  run_pointwise<AddcmulBackward>(iter, value, iter.noutputs() == 2);
-}
-
-void lerp(at::TensorIteratorBase& iter, double weight) { run_pointwise<Lerp>(iter, weight, iter.ninputs() == 3); }
-
-void lerp_backward(at::TensorIteratorBase& iter, int mask) {
-  TORCH_INTERNAL_ASSERT(mask > 0 && mask < 8, "safe_ops: lerp_backward mask ", mask);
-  run_pointwise<LerpBackward>(iter, mask);
+template <template <typename> class Formula>
+void pointwise_kernel(at::TensorIteratorBase& iter, const formulas::Scalars& scalars) {
+  run_pointwise<FormulaOp<Formula>::template Op>(iter, scalars);
 }
 
 }  // namespace
 
-constexpr DeviceKernels kCudaKernels = {
-    linear_combination, scale_many, dot_many, addcmul, addcmul_backward, lerp, lerp_backward,
-};
-
-static RegisterKernels registrar(c10::DeviceType::CUDA, kCudaKernels);
+SAFE_OPS_REGISTER_KERNEL(linear_combination_stub, CUDA, linear_combination);
+SAFE_OPS_REGISTER_KERNEL(scale_many_stub, CUDA, scale_many);
+SAFE_OPS_REGISTER_KERNEL(dot_many_stub, CUDA, dot_many);
+#define SAFE_OPS_REGISTER_CUDA_POINTWISE(name, formula) \
+  SAFE_OPS_REGISTER_KERNEL(name##_stub, CUDA, pointwise_kernel<formulas::formula>);
+SAFE_OPS_POINTWISE_FORMULAS(SAFE_OPS_REGISTER_CUDA_POINTWISE)
+#undef SAFE_OPS_REGISTER_CUDA_POINTWISE
 
 }  // namespace safe_ops

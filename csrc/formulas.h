@@ -1,0 +1,138 @@
+// The element formulas of the pointwise ops and their backward passes, each written once and used by the CPU
+// loop (csrc/cpu/kernels.cpp), the CUDA functor (csrc/cuda/kernels.cu) and, instantiated with at::Tensor, by the
+// autograd Nodes' differentiable double-backward path (csrc/autograd/common.h). As ATen's lerp_value in Lerp.h.
+//
+// A formula is a class template over the value type T (at::opmath_type of the tensors' dtype in the kernels):
+//   static constexpr int kOut, kIn;                 outputs and inputs, in the iterator's operand order
+//   explicit F(const Scalars&);                      the op's numbers (value, weight), converted once
+//   C10_HOST_DEVICE void operator()(const T* in, T* out) const;
+// Each kernel registers one DispatchStub per formula: adding a formula to SAFE_OPS_POINTWISE_FORMULAS below
+// gives it a CPU and a CUDA kernel, named <name>_stub (csrc/kernels.h).
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <array>
+#include <cmath>
+
+namespace safe_ops::formulas {
+
+// The op's numbers: Scalars[0] is value / weight.
+using Scalars = std::array<double, 2>;
+
+// The type numbers take next to T: T itself for element types, double where T is a whole tensor.
+template <typename T>
+struct CoefType {
+  using type = T;
+};
+template <typename T>
+using coef_t = typename CoefType<T>::type;
+
+// [out, a, b, c]: out = a + (value·b)·c   (torch.addcmul's order).
+template <typename T>
+struct Addcmul {
+  static constexpr int kOut = 1, kIn = 3;
+  coef_t<T> value;
+  explicit Addcmul(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] * in[2]; }
+};
+
+// [g_b, g, c]: one of addcmul's operand gradients, (value·g)·c (the other operand's gradient is symmetric).
+template <typename T>
+struct AddcmulGradOne {
+  static constexpr int kOut = 1, kIn = 2;
+  coef_t<T> value;
+  explicit AddcmulGradOne(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = value * in[0] * in[1]; }
+};
+
+// [g_b, g_c, g, b, c]: both, in one pass: g_b = (value·g)·c, g_c = (value·g)·b.
+template <typename T>
+struct AddcmulGrads {
+  static constexpr int kOut = 2, kIn = 3;
+  coef_t<T> value;
+  explicit AddcmulGrads(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    const T vg = value * in[0];
+    out[0] = vg * in[2];
+    out[1] = vg * in[1];
+  }
+};
+
+// torch.lerp's formula, whose two forms keep the result exact at weight 0 and 1: a + w·(b−a) for |w| < 0.5,
+// else b − (b−a)·(1−w). A number weight picks the form once (two formulas); a tensor weight selects per
+// element, computing both so that the loop vectorises without branches.
+template <typename T>
+struct LerpSmallWeight {
+  static constexpr int kOut = 1, kIn = 2;
+  coef_t<T> weight;
+  explicit LerpSmallWeight(const Scalars& s) : weight(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + weight * (in[1] - in[0]); }
+};
+
+template <typename T>
+struct LerpLargeWeight {
+  static constexpr int kOut = 1, kIn = 2;
+  coef_t<T> weight;
+  explicit LerpLargeWeight(const Scalars& s) : weight(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    out[0] = in[1] - (in[1] - in[0]) * (coef_t<T>(1) - weight);
+  }
+};
+
+// [out, a, b, w].
+template <typename T>
+struct LerpTensorWeight {
+  static constexpr int kOut = 1, kIn = 3;
+  explicit LerpTensorWeight(const Scalars&) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    const T a = in[0], b = in[1], w = in[2];
+    const T d = b - a;
+    const T small = a + w * d;
+    const T large = b - d * (T(1) - w);
+    out[0] = std::abs(w) < T(0.5) ? small : large;
+  }
+};
+
+// Gradients of lerp with a tensor weight. Mask bits: 1 = input, 2 = end, 4 = weight. Outputs [g_a? g_b? g_w?]
+// for the set bits; inputs g, then a, b (bit 4), then w (bits 1 or 2):
+// g_a = g·(1−w), g_b = g·w, g_w = g·(b−a).
+template <typename T, int Mask>
+struct LerpBackward {
+  static constexpr bool kEnds = (Mask & 4) != 0, kWeight = (Mask & 3) != 0;
+  static constexpr int kIn = 1 + (kEnds ? 2 : 0) + (kWeight ? 1 : 0);
+  static constexpr int kOut = (Mask & 1) + ((Mask >> 1) & 1) + ((Mask >> 2) & 1);
+  explicit LerpBackward(const Scalars&) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    const T& g = in[0];
+    int o = 0;
+    if constexpr ((Mask & 1) != 0) out[o++] = g * (coef_t<T>(1) - in[kIn - 1]);
+    if constexpr ((Mask & 2) != 0) out[o++] = g * in[kIn - 1];
+    if constexpr ((Mask & 4) != 0) out[o++] = g * (in[2] - in[1]);
+  }
+};
+template <typename T> using LerpBackward1 = LerpBackward<T, 1>;
+template <typename T> using LerpBackward2 = LerpBackward<T, 2>;
+template <typename T> using LerpBackward3 = LerpBackward<T, 3>;
+template <typename T> using LerpBackward4 = LerpBackward<T, 4>;
+template <typename T> using LerpBackward5 = LerpBackward<T, 5>;
+template <typename T> using LerpBackward6 = LerpBackward<T, 6>;
+template <typename T> using LerpBackward7 = LerpBackward<T, 7>;
+
+}  // namespace safe_ops::formulas
+
+// (stub name, formula): every pointwise kernel of the library.
+#define SAFE_OPS_POINTWISE_FORMULAS(_)       \
+  _(addcmul, Addcmul)                        \
+  _(addcmul_grad_one, AddcmulGradOne)        \
+  _(addcmul_grads, AddcmulGrads)             \
+  _(lerp_small_weight, LerpSmallWeight)      \
+  _(lerp_large_weight, LerpLargeWeight)      \
+  _(lerp_tensor_weight, LerpTensorWeight)    \
+  _(lerp_backward_1, LerpBackward1)          \
+  _(lerp_backward_2, LerpBackward2)          \
+  _(lerp_backward_3, LerpBackward3)          \
+  _(lerp_backward_4, LerpBackward4)          \
+  _(lerp_backward_5, LerpBackward5)          \
+  _(lerp_backward_6, LerpBackward6)          \
+  _(lerp_backward_7, LerpBackward7)
