@@ -36,8 +36,18 @@ def _cuda_include_dirs() -> list:
     return dirs
 
 
+def _generate_registration() -> str:
+    # Schemas and fast entry points come from safe_ops/_declarations.py (csrc/codegen/generate.py).
+    sys.path.insert(0, os.path.join(ROOT, "csrc", "codegen"))
+    import generate  # noqa: E402
+
+    generate.main()
+    return os.path.relpath(generate.OUTPUT, ROOT)
+
+
 def _extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp"))
+    sources.append(_generate_registration())
     # -fopenmp: at::parallel_for inlines OpenMP pragmas; without it our loops would run on one thread.
     # -fno-trapping-math: lets the compiler vectorise selects such as lerp's two forms (results unchanged; we
     # never read floating-point exception flags).

@@ -1,39 +1,18 @@
 """safe_ops: fused, autograd-safe accumulation ops for PyTorch.
 
-Functional ops (``add``, ``sub``, ``addcmul``, ``lerp``, ``accumulate``) never write into their inputs and save
-only what their backward reads. In-place-when-safe variants (``add_`` ...) write into their first argument when
-that cannot invalidate the autograd graph and otherwise return a new tensor: rebind the result,
-``total = safe_ops.add_(total, x)``.
+Functional ops (``add``, ``sub``, ``addcmul``, ``lerp``, ``accumulate``, ...) never write into their inputs and
+save only what their backward reads. In-place-when-safe variants (``add_`` ...) write into their first argument
+when that cannot invalidate the autograd graph and otherwise return a new tensor: rebind the result,
+``total = safe_ops.add_(total, x)``. Every op is declared once in ``safe_ops/_declarations.py``.
 """
 from . import _fake  # noqa: F401  (registers the fake kernels)
-from ._inplace import (
-    Decision,
-    InplaceHazardError,
-    accumulate_,
-    add_,
-    addcmul_,
-    can_write_inplace,
-    inplace_decision,
-    lerp_,
-    sub_,
-)
-from ._ops import accumulate, add, addcmul, lerp, sub
+from . import _wrappers
+from ._declarations import public_names
+from ._inplace import Decision, can_write_inplace, inplace_decision
+from .errors import InplaceHazardError
 from .guard import guard
 
-__all__ = [
-    "add",
-    "sub",
-    "addcmul",
-    "lerp",
-    "accumulate",
-    "add_",
-    "sub_",
-    "addcmul_",
-    "lerp_",
-    "accumulate_",
-    "can_write_inplace",
-    "inplace_decision",
-    "Decision",
-    "InplaceHazardError",
-    "guard",
-]
+# safe_ops.add, safe_ops.add_, ... (generated from the declarations)
+_wrappers.build(globals())
+
+__all__ = public_names() + ["can_write_inplace", "inplace_decision", "Decision", "InplaceHazardError", "guard"]

@@ -1,5 +1,6 @@
 """Fake (meta) kernels for torch.compile and FakeTensor: same shape, dtype, device and strides as the real
-kernels, which allocate their outputs through a TensorIterator. `_elementwise_empty` reproduces the
+kernels, which allocate their outputs through a TensorIterator. Registered for every declared op
+(_declarations.py) by its dtype rule. `_elementwise_empty` reproduces the
 iterator's layout rules (ATen/TensorIterator.cpp: fast setup, then reorder_dimensions)."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _native  # noqa: F401  (the ops must be registered before their fakes)
+from ._declarations import BACKWARD_OPS, OPS, Op, Overload, qualified
 from ._promotion import accumulate_dtype
 
 
@@ -104,73 +106,51 @@ def _elementwise_empty(inputs: Sequence[Tensor], dtype: torch.dtype, device: tor
     return torch.empty_strided(shape, out_strides, dtype=dtype, device=device)
 
 
-@torch.library.register_fake("safe_ops::add.Tensor")
-def _add_tensor_fake(self, other, *, alpha=1):
-    dtype = torch.result_type(self, other)
-    return _elementwise_empty([self, other], dtype, _device([self, other]))
+def _operands(op: Op, overload: Overload, args: tuple, kwargs: dict):
+    """The fake's arguments bound to schema names: (elementwise tensors, coefficient tensors, numbers)."""
+    schema = overload.parsed()
+    bound = {a.name: a.default for a in schema}
+    bound.update(zip((a.name for a in schema), args))
+    bound.update(kwargs)
+    tensor_names = {a.name for o in op.overloads for a in o.parsed() if a.type == "Tensor"}
+    elementwise, coefficients, numbers = [], [], []
+    for arg, param in zip(schema, op.params):
+        value = bound[arg.name]
+        if arg.type == "Tensor[]":
+            if len(value) == 0:
+                raise RuntimeError(f"safe_ops.{op.name} expects a non-empty list of tensors")
+            elementwise += list(value)
+        elif arg.type == "Tensor":
+            (coefficients if param in op.coefficients else elementwise).append(value)
+        elif arg.type == "Scalar" and arg.name in tensor_names:
+            numbers.append(value)
+    return elementwise, coefficients, numbers
 
 
-@torch.library.register_fake("safe_ops::sub.Tensor")
-def _sub_tensor_fake(self, other, *, alpha=1):
-    return _add_tensor_fake(self, other)
+def _result_dtype(op: Op, elementwise, coefficients, numbers) -> torch.dtype:
+    if op.dtype == "first":
+        return elementwise[0].dtype
+    dtype = accumulate_dtype(elementwise, coefficients[0] if coefficients else None)
+    for n in numbers:  # a number counts only where its category is higher than the tensors'
+        dtype = torch.result_type(torch.empty(0, dtype=dtype), n)
+    return dtype
 
 
-@torch.library.register_fake("safe_ops::add.Scalar")
-def _add_scalar_fake(self, other, alpha=1):
-    return _elementwise_empty([self], torch.result_type(self, other), self.device)
+def _register_functional(op: Op, overload: Overload) -> None:
+    def fake(*args, **kwargs):
+        elementwise, coefficients, numbers = _operands(op, overload, args, kwargs)
+        dtype = _result_dtype(op, elementwise, coefficients, numbers)
+        return _elementwise_empty(elementwise, dtype, _device(elementwise))
+
+    torch.library.register_fake(f"safe_ops::{qualified(op.name, overload.name)}")(fake)
 
 
-@torch.library.register_fake("safe_ops::sub.Scalar")
-def _sub_scalar_fake(self, other, alpha=1):
-    return _add_scalar_fake(self, other)
-
-
-def _accumulate_fake_impl(tensors, weights_tensor=None):
-    if len(tensors) == 0:
-        raise RuntimeError("safe_ops.accumulate expects a non-empty list of tensors")
-    dtype = accumulate_dtype(tensors, weights_tensor)
-    return _elementwise_empty(list(tensors), dtype, _device(tensors))
-
-
-@torch.library.register_fake("safe_ops::accumulate")
-def _accumulate_fake(tensors, weights=None):
-    return _accumulate_fake_impl(tensors)
-
-
-@torch.library.register_fake("safe_ops::accumulate.weights_tensor")
-def _accumulate_weights_tensor_fake(tensors, weights):
-    return _accumulate_fake_impl(tensors, weights)
-
-
-@torch.library.register_fake("safe_ops::addcmul")
-def _addcmul_fake(self, tensor1, tensor2, *, value=1):
-    operands = [self, tensor1, tensor2]
-    return _elementwise_empty(operands, accumulate_dtype(operands, None), _device(operands))
-
-
-@torch.library.register_fake("safe_ops::lerp.Scalar")
-def _lerp_scalar_fake(self, end, weight):
-    return _elementwise_empty([self, end], self.dtype, _device([self, end]))
-
-
-@torch.library.register_fake("safe_ops::lerp.Tensor")
-def _lerp_tensor_fake(self, end, weight):
-    return _elementwise_empty([self, end, weight], self.dtype, _device([self, end, weight]))
-
-
-for _name in (
-    "add_inplace.Tensor",
-    "add_inplace.Scalar",
-    "sub_inplace.Tensor",
-    "sub_inplace.Scalar",
-    "accumulate_inplace",
-    "accumulate_inplace.weights_tensor",
-    "addcmul_inplace",
-    "lerp_inplace.Scalar",
-    "lerp_inplace.Tensor",
-):
-    # The in-place kernels return nothing; their fakes only have to exist.
-    torch.library.register_fake(f"safe_ops::{_name}")(lambda *args, **kwargs: None)
+for _op in OPS:
+    for _overload in _op.overloads:
+        _register_functional(_op, _overload)
+        # The in-place kernels return nothing; their fakes only have to exist.
+        _inplace_name = qualified(f"{_op.name}_inplace", _overload.name)
+        torch.library.register_fake(f"safe_ops::{_inplace_name}")(lambda *args, **kwargs: None)
 
 
 @torch.library.register_fake("safe_ops::scale_many")
@@ -188,27 +168,17 @@ def _dot_many_fake(grad, tensors):
     return grad.new_empty((len(tensors),), dtype=torch.float64)
 
 
-@torch.library.register_fake("safe_ops::addcmul_backward")
-def _addcmul_backward_fake(grad, tensor1, tensor2, value, output_mask):
-    want1, want2 = output_mask
-    if want1 and want2:
-        inputs = [grad, tensor1, tensor2]
-        return (_elementwise_empty(inputs, grad.dtype, grad.device),
-                _elementwise_empty(inputs, grad.dtype, grad.device))
-    if want1:
-        return _elementwise_empty([grad, tensor2], grad.dtype, grad.device), None
-    if want2:
-        return None, _elementwise_empty([grad, tensor1], grad.dtype, grad.device)
-    return None, None
+def _register_masked_backward(name: str) -> None:
+    # (grad, operands..., [scalars...], output_mask): each requested gradient at the broadcast of grad and the
+    # operands passed (autograd passes exactly those the requested gradients read).
+    def fake(grad, *rest):
+        output_mask = rest[-1]
+        inputs = [grad] + [t for t in rest[:-1] if isinstance(t, Tensor)]
+        return tuple(_elementwise_empty(inputs, grad.dtype, grad.device) if want else None for want in output_mask)
+
+    torch.library.register_fake(f"safe_ops::{name}")(fake)
 
 
-@torch.library.register_fake("safe_ops::lerp_backward")
-def _lerp_backward_fake(grad, self, end, weight, output_mask):
-    inputs = [grad]
-    if output_mask[0] or output_mask[1]:
-        inputs.append(weight)
-    if output_mask[2]:
-        inputs += [self, end]
-    return tuple(
-        _elementwise_empty(inputs, grad.dtype, grad.device) if wanted else None for wanted in output_mask
-    )
+for _backward in BACKWARD_OPS:
+    if _backward.args.endswith("output_mask"):
+        _register_masked_backward(qualified(_backward.name, _backward.overload))

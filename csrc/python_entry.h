@@ -1,0 +1,183 @@
+// Fast entry points for the Python wrappers (safe_ops/_wrappers.py): each parses its known signature straight
+// from the Python objects and calls the op through the dispatcher (autograd, device kernels and dispatch modes
+// apply as usual). torch.ops' generic schema-driven argument parsing costs about as much as a whole tiny add;
+// these skip it. They return NotImplemented for anything unusual (tensor subclasses, torch-function modes,
+// non-number scalars) and the wrapper then takes the torch.ops path, which handles everything.
+// The entries themselves are generated from safe_ops/_declarations.py (csrc/codegen/generate.py).
+#pragma once
+
+#include <Python.h>
+
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace safe_ops::python {
+
+// Plain tensors and Parameters only: other subclasses may override __torch_function__.
+inline bool is_plain_tensor(PyObject* obj) {
+  if (THPVariable_CheckExact(obj)) return true;
+  static PyObject* parameter_type = [] {
+    PyObject* module = PyImport_ImportModule("torch.nn.parameter");
+    PyObject* type = module ? PyObject_GetAttrString(module, "Parameter") : nullptr;
+    Py_XDECREF(module);
+    PyErr_Clear();
+    return type;  // kept for the process's lifetime
+  }();
+  return parameter_type != nullptr && reinterpret_cast<PyObject*>(Py_TYPE(obj)) == parameter_type;
+}
+
+// Parsers from a borrowed PyObject to one op parameter; false = not a plain case, take the torch.ops path.
+template <typename T>
+struct Arg;
+
+template <>
+struct Arg<const at::Tensor&> {
+  const at::Tensor* tensor = nullptr;
+  bool parse(PyObject* obj) {
+    if (!is_plain_tensor(obj)) return false;
+    tensor = &THPVariable_Unpack(obj);
+    return true;
+  }
+  const at::Tensor& get() const { return *tensor; }
+};
+
+template <>
+struct Arg<at::Tensor&> {
+  at::Tensor* tensor = nullptr;
+  bool parse(PyObject* obj) {
+    if (!is_plain_tensor(obj)) return false;
+    tensor = const_cast<at::Tensor*>(&THPVariable_Unpack(obj));
+    return true;
+  }
+  at::Tensor& get() const { return *tensor; }
+};
+
+template <>
+struct Arg<const c10::Scalar&> {
+  c10::Scalar value;
+  bool parse(PyObject* obj) {
+    if (PyBool_Check(obj)) {
+      value = c10::Scalar(obj == Py_True);
+    } else if (PyLong_CheckExact(obj)) {
+      int overflow = 0;
+      const long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+      if (overflow != 0) return false;
+      value = c10::Scalar(static_cast<int64_t>(v));
+    } else if (PyFloat_CheckExact(obj)) {
+      value = c10::Scalar(PyFloat_AS_DOUBLE(obj));
+    } else {
+      return false;
+    }
+    return true;
+  }
+  const c10::Scalar& get() const { return value; }
+};
+
+template <>
+struct Arg<at::TensorList> {
+  std::vector<at::Tensor> tensors;
+  bool parse(PyObject* obj) {
+    if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+    PyObject** items = PySequence_Fast_ITEMS(obj);
+    tensors.reserve(n);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      if (!is_plain_tensor(items[i])) return false;
+      tensors.push_back(THPVariable_Unpack(items[i]));
+    }
+    return true;
+  }
+  at::TensorList get() const { return tensors; }
+};
+
+template <>
+struct Arg<std::optional<at::ArrayRef<double>>> {
+  std::optional<std::vector<double>> values;
+  bool parse(PyObject* obj) {
+    if (obj == Py_None) return true;
+    if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+    PyObject** items = PySequence_Fast_ITEMS(obj);
+    values.emplace();
+    values->reserve(n);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      if (!PyFloat_CheckExact(items[i]) && !PyLong_CheckExact(items[i])) return false;
+      values->push_back(PyFloat_AsDouble(items[i]));
+    }
+    return !PyErr_Occurred();
+  }
+  std::optional<at::ArrayRef<double>> get() const {
+    if (!values) return std::nullopt;
+    return at::ArrayRef<double>(*values);
+  }
+};
+
+struct ReleaseGil {
+  ReleaseGil() : state(PyEval_SaveThread()) {}
+  ~ReleaseGil() { PyEval_RestoreThread(state); }
+  PyThreadState* state;
+};
+
+inline PyObject* not_implemented() {
+  Py_INCREF(Py_NotImplemented);
+  return Py_NotImplemented;
+}
+
+template <typename Ret, typename... Params, size_t... I>
+PyObject* call_parsed(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObject* const* args,
+                      std::index_sequence<I...>) {
+  std::tuple<Arg<Params>...> parsed;
+  if (!(std::get<I>(parsed).parse(args[I]) && ...)) return not_implemented();
+  if constexpr (std::is_void_v<Ret>) {
+    {
+      ReleaseGil no_gil;
+      op.call(std::get<I>(parsed).get()...);
+    }
+    Py_RETURN_NONE;
+  } else {
+    at::Tensor result;
+    {
+      ReleaseGil no_gil;
+      result = op.call(std::get<I>(parsed).get()...);
+    }
+    return THPVariable_Wrap(std::move(result));
+  }
+}
+
+template <typename Ret, typename... Params>
+PyObject* call_fast(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != static_cast<Py_ssize_t>(sizeof...(Params)) || at::impl::torch_function_mode_enabled()) {
+    return not_implemented();
+  }
+  return call_parsed(op, args, std::index_sequence_for<Params...>{});
+}
+
+using T = const at::Tensor&;
+using S = const c10::Scalar&;
+using TensorList = at::TensorList;
+using Weights = std::optional<at::ArrayRef<double>>;
+
+#define SAFE_OPS_FAST_ENTRY(py_name, schema_name, overload, ...)                               \
+  PyObject* py_name(PyObject*, PyObject* const* args, Py_ssize_t nargs) {                     \
+    HANDLE_TH_ERRORS                                                                          \
+    static const auto op =                                                                    \
+        c10::Dispatcher::singleton().findSchemaOrThrow(schema_name, overload).typed<__VA_ARGS__>(); \
+    return call_fast(op, args, nargs);                                                        \
+    END_HANDLE_TH_ERRORS                                                                      \
+  }
+
+#define SAFE_OPS_METHOD(name) \
+  {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, nullptr}
+
+// The generated table (csrc/generated/registration.cpp), terminated by a null entry.
+extern PyMethodDef fast_entries[];
+
+}  // namespace safe_ops::python

@@ -1,0 +1,237 @@
+"""The Python wrappers ``safe_ops.<op>`` and ``safe_ops.<op>_``, generated at import from the declarations
+(``_declarations.py``), as straight-line code: the hot path is what one would write by hand.
+
+A functional call goes to the C fast entry point of the overload its arguments select
+(``csrc/python_entry.h``), which calls the op through the dispatcher; the autograd formula runs in C++, so a
+call costs about what a torch op costs. Under torch.compile, or when the fast entry declines (tensor
+subclasses, torch-function modes, unusual scalars), the same op is called through ``torch.ops.safe_ops``,
+which dynamo traces and which handles everything.
+
+An in-place call writes into its target when the rules of ``_inplace.py`` say that is safe (README: "When does
+`add_` write in place?") and otherwise returns the functional result. ``wrapper_source(name)`` shows the code.
+"""
+from __future__ import annotations
+
+import linecache
+from typing import Callable, Dict, List
+
+import torch
+from torch import Tensor
+from torch.compiler import is_compiling
+
+from . import _C, _inplace
+from ._declarations import OPS, Arg, Op, Overload, entry_name, inplace_params
+from ._native import ops
+
+_SOURCES: Dict[str, str] = {}
+_SELECTORS: Dict[str, Callable] = {}
+
+
+def _python_params(op: Op, params: tuple) -> str:
+    """The wrapper's parameter list: schema order, defaults from any overload, keyword-only as the first."""
+    first = op.overloads[0].parsed()
+    defaults: Dict[str, str] = {}
+    for ov in op.overloads:
+        for name, arg in zip(op.params, ov.parsed()):
+            if arg.default is not None:
+                defaults.setdefault(name, arg.default)
+    out: List[str] = []
+    star = False
+    offset = len(params) - len(op.params)  # the in-place target, if it leads
+    for i, name in enumerate(params):
+        arg = first[i - offset] if i >= offset else None
+        if arg is not None and arg.kwarg_only and not star:
+            out.append("*")
+            star = True
+        out.append(f"{name}={defaults[name]}" if name in defaults else name)
+    return ", ".join(out)
+
+
+def _slow_value(arg: Arg, name: str) -> str:
+    # torch.ops wants lists for list arguments; the fast entries take any list or tuple.
+    if arg.type == "Tensor[]":
+        return f"list({name})"
+    if arg.type == "float[]?":
+        return f"None if {name} is None else [float(w) for w in {name}]"
+    return name
+
+
+def _slow_call(op_path: str, args: List[Arg], names: List[str]) -> str:
+    parts = []
+    for arg, name in zip(args, names):
+        value = _slow_value(arg, name)
+        parts.append(f"{arg.name}={value}" if arg.kwarg_only else value)
+    return f"{op_path}({', '.join(parts)})"
+
+
+def _overload_path(name: str, ov: Overload) -> str:
+    return f"ops.{name}.{ov.name or 'default'}"
+
+
+def _operands(op: Op, ov: Overload):
+    """(elementwise tensor expressions, coefficient tensor expressions, number operand names) of an overload,
+    by the wrapper's parameter names."""
+    tensor_names = {name for o in op.overloads for name, a in zip(op.params, o.parsed()) if a.type == "Tensor"}
+    elementwise, coefficients, numbers = [], [], []
+    for name, arg in zip(op.params, ov.parsed()):
+        if arg.type == "Tensor[]":
+            elementwise.append(f"*{name}")
+        elif arg.type == "Tensor":
+            (coefficients if name in op.coefficients else elementwise).append(name)
+        elif arg.type == "Scalar" and name in tensor_names:
+            numbers.append(name)  # a number where another overload takes a tensor: it joins the promotion
+    return elementwise, coefficients, numbers
+
+
+def _tuple(items: List[str]) -> str:
+    return "(" + "".join(f"{i}, " for i in items) + ")"
+
+
+def _functional_source(op: Op) -> str:
+    names = list(op.params)
+    lines = [f"def {op.name}({_python_params(op, op.params)}):"]
+    for ov in op.overloads:
+        args = ov.parsed()
+        indent = "    "
+        if ov.when != "True":
+            lines.append(f"    if {ov.when}:")
+            indent = "        "
+        entry = entry_name(op.name, ov.name)
+        lines += [
+            f"{indent}if not is_compiling():",
+            f"{indent}    result = _C.{entry}({', '.join(names)})",
+            f"{indent}    if result is not NotImplemented:",
+            f"{indent}        return result",
+            f"{indent}return {_slow_call(_overload_path(op.name, ov), args, names)}",
+        ]
+        if ov.when == "True":
+            break
+    return "\n".join(lines) + "\n"
+
+
+def _inplace_source(op: Op) -> str:
+    target = op.inplace_target or op.params[0]
+    params = inplace_params(op)
+    names = list(params)
+    fn = f"{op.name}_"
+    lines = [f"def {fn}({_python_params(op, params)}):"]
+    for p, arg in zip(op.params, op.overloads[0].parsed()):
+        if arg.type == "Tensor[]":  # iterated below; an empty list is an error before anything is decided
+            lines += [f"    {p} = list({p})", f"    if not {p}:",
+                      f"        raise RuntimeError('safe_ops.{fn} expects a non-empty list of tensors')"]
+    for ov in op.overloads:
+        indent = "    "
+        if ov.when != "True":
+            lines.append(f"    if {ov.when}:")
+            indent = "        "
+        elementwise, coefficients, numbers = _operands(op, ov)
+        if not op.inplace_target:
+            elementwise = elementwise[1:]  # the target itself
+        others = _tuple(elementwise + coefficients)
+        shaped = _tuple(elementwise)
+        entry = f"_C.{entry_name(op.name + '_inplace', ov.name)}"
+        call_args = ", ".join(names)
+        never = f"not ({ov.never_inplace}) and " if ov.never_inplace else ""
+        plain = f"_plain({target}, {others}, {bool(numbers and op.dtype == 'promote')})"
+        if op.dtype == "promote":
+            dtype = f"_promoted({_tuple([target] + elementwise)}, {_tuple(coefficients)}, {_tuple(numbers)})"
+            fits = f"_fits({target}, {shaped}, {dtype})"
+        else:
+            fits = f"_fits_same_dtype({target}, {shaped}, {_tuple(coefficients)})"
+        fallback = ov.inplace_fallback or f"{op.name}({', '.join(_keyword_call(op, op.params))})"
+        slow = _slow_call(_overload_path(op.name + "_inplace", ov), [Arg("Tensor", target, None, False)]
+                          + ov.parsed() if op.inplace_target else ov.parsed(), names)
+        lines += [
+            f"{indent}if {never}{plain} and {entry}({call_args}) is not NotImplemented:",
+            f"{indent}    return {target}",
+            f"{indent}if _writable({fn!r}, {target}, {others}, {never}{fits}):",
+            f"{indent}    if is_compiling() or {entry}({call_args}) is NotImplemented:",
+            f"{indent}        {slow}",
+            f"{indent}    return {target}",
+            f"{indent}return {fallback}",
+        ]
+        if ov.when == "True":
+            break
+    return "\n".join(lines) + "\n"
+
+
+def _keyword_call(op: Op, names) -> List[str]:
+    # The functional wrapper's keyword-only parameters are those of the first overload (see _python_params).
+    out = []
+    for name, arg in zip(names, op.overloads[0].parsed()):
+        out.append(f"{name}={name}" if arg.kwarg_only else name)
+    return out
+
+
+def _selector_source(op: Op) -> str:
+    lines = [f"def select({_python_params(op, op.params)}):"]
+    for ov in op.overloads:
+        path = _overload_path(op.name, ov)
+        if ov.when == "True":
+            lines.append(f"    return {path}")
+            break
+        lines += [f"    if {ov.when}:", f"        return {path}"]
+    return "\n".join(lines) + "\n"
+
+
+def _namespace() -> dict:
+    return {
+        "torch": torch,
+        "Tensor": Tensor,
+        "is_compiling": is_compiling,
+        "_C": _C,
+        "ops": ops,
+        "_plain": _inplace.plain_case,
+        "_writable": _inplace.writable,
+        "_fits": _inplace.fits,
+        "_fits_same_dtype": _inplace.fits_same_dtype,
+        "_promoted": _inplace.promoted_dtype,
+    }
+
+
+def _compile(name: str, source: str, namespace: dict) -> Callable:
+    filename = f"<safe_ops generated: {name}>"
+    # Tracebacks and inspect.getsource show the generated lines.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    _SOURCES[name] = source
+    return namespace[name.split(".")[-1]]
+
+
+def _docstring(op: Op, inplace: bool) -> str:
+    saves = f"Saved for backward: {op.saves}"
+    if not inplace:
+        return f"{op.summary}\n\n{saves} Never writes into its inputs."
+    target = op.inplace_target or "input"
+    return (
+        f"{op.summary}\n\nWritten into ``{target}`` when that is safe (then ``{target}`` is returned), else a new "
+        f"tensor: rebind the result. Never raises the version-counter or leaf error; under ``torch.no_grad()`` a "
+        f"Parameter is written in place or, if a pending backward saved it, InplaceHazardError is raised "
+        f"(README: \"When does `add_` write in place?\").\n\n{saves} ``{target}`` itself is never saved."
+    )
+
+
+def build(namespace_out: dict) -> None:
+    """Generates every wrapper into `namespace_out` (the package's namespace)."""
+    namespace = _namespace()
+    for op in OPS:
+        functional = _compile(op.name, _functional_source(op), namespace)
+        functional.__doc__ = _docstring(op, inplace=False)
+        functional.__module__ = "safe_ops"
+        namespace_out[op.name] = functional
+    for op in OPS:
+        inplace = _compile(f"{op.name}_", _inplace_source(op), namespace)
+        inplace.__doc__ = _docstring(op, inplace=True)
+        inplace.__module__ = "safe_ops"
+        namespace_out[f"{op.name}_"] = inplace
+        _SELECTORS[op.name] = _compile(f"{op.name}.select", _selector_source(op), dict(namespace))
+
+
+def overload_for(name: str, *args, **kwargs):
+    """The torch.ops overload that ``safe_ops.<name>(*args, **kwargs)`` calls."""
+    return _SELECTORS[name](*args, **kwargs)
+
+
+def wrapper_source(name: str) -> str:
+    """The generated code of ``safe_ops.<name>`` (e.g. "add", "add_", "add.select")."""
+    return _SOURCES[name]
