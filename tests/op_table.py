@@ -1,14 +1,18 @@
-"""One table drives the tests (PyTorch's OpInfo idea, small): a row per op with the safe_ops function, the
-torch reference, and a sample-input generator. Parity, gradcheck, opcheck, saved-tensor accounting, bad
-input and compile tests all iterate it, so a new op is tested the moment its row exists."""
+"""One table drives the tests and benchmarks (PyTorch's OpInfo idea, small): a row per declared op
+(safe_ops/_declarations.py) with its torch reference, sample inputs, error inputs, an in-place update case and a
+benchmark call. Parity, gradcheck, opcheck, saved-tensor accounting, bad input, in-place hazards, compile, the
+GPU sanitizer and the per-op benchmarks all iterate it, so a new op is tested the moment its row exists; the
+functions, overloads and in-place variants come from the declaration, not from here."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
 import safe_ops
+import safe_ops._wrappers
+from safe_ops._declarations import OPS
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -158,18 +162,61 @@ def _is_exact_add(sample: Sample, dtype) -> bool:
 
 
 @dataclass
+class ErrorInput:
+    """A mistake: calling the op (or its in-place variant) with these arguments raises `error`, like torch's
+    `torch_call` (None where torch has no such op), and changes no input."""
+
+    desc: str
+    variant: str  # "op" or "inplace"
+    args: tuple
+    error: type
+    torch_call: Optional[Callable] = None
+
+
+@dataclass
 class OpInfo:
-    name: str
-    op: Callable
+    name: str  # the declared op: safe_ops.<name>, safe_ops.<name>_, torch.ops.safe_ops.<name>
     ref: Callable
     samples: Callable
-    inplace: Callable
-    overloads: Sequence  # torch.ops overloads exercised by the samples (for opcheck)
     exact: Callable[[Sample, torch.dtype], bool]
     # names of the tensor arguments in sample order, and which of them the op saves for a given set of
     # arguments requiring grad (a function of the sample and the frozenset of requiring names).
     arg_names: Callable[[Sample], List[str]]
     expected_saved: Callable[[Sample, frozenset], frozenset]
+    # The in-place update of target t with operand o: (args, kwargs) of safe_ops.<name>_ and of the out-of-place
+    # reference (`ref`), which must give the same values and gradients.
+    update: Callable[[torch.Tensor, torch.Tensor], Tuple[tuple, dict]]
+    # The op's mistakes, each with the error torch raises for the same mistake.
+    error_inputs: Callable[[], List[ErrorInput]]
+    # One benchmark call on equal-shape operands a, b, c: (args, kwargs) of the functional op, the torch
+    # function doing the same work (None: no torch twin), and the tensors it reads + writes (memory streams).
+    bench: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Tuple[tuple, dict]]
+    torch_twin: Optional[Callable] = None
+    streams: int = 3
+
+    @property
+    def op(self) -> Callable:
+        return getattr(safe_ops, self.name)
+
+    @property
+    def inplace(self) -> Callable:
+        return getattr(safe_ops, self.name + "_")
+
+    @property
+    def overloads(self) -> list:
+        """Every torch.ops overload of the functional op (the samples must exercise all of them)."""
+        packet = getattr(torch.ops.safe_ops, self.name)
+        return [getattr(packet, ov.name or "default") for ov in DECLARED[self.name].overloads]
+
+    def overload_for(self, sample: Sample):
+        return safe_ops._wrappers.overload_for(self.name, *sample.args, **sample.kwargs)
+
+    def torch_inplace(self) -> Optional[str]:
+        """Name of torch's own in-place method doing the same update (Tensor.<name>_), if it has one."""
+        return f"{self.name}_" if hasattr(torch.Tensor, f"{self.name}_") else None
+
+
+DECLARED = {op.name: op for op in OPS}
 
 
 def _binary_names(sample):
@@ -218,21 +265,99 @@ def _lerp_saved(sample, requiring):
     return frozenset(saved)
 
 
-ops = torch.ops.safe_ops
+_a34, _b5 = torch.randn(3, 4), torch.randn(5)
+_ints = torch.arange(4)
+_cplx = torch.randn(4, dtype=torch.complex64)
+
+
+def _binary_errors(name: str, torch_op: Callable) -> Callable[[], List[ErrorInput]]:
+    return lambda: [
+        ErrorInput(f"{name} shapes don't broadcast", "op", (_a34, _b5), RuntimeError, lambda: torch_op(_a34, _b5)),
+        ErrorInput(f"{name}_ shapes don't broadcast", "inplace", (_a34, _b5), RuntimeError,
+                   lambda: torch_op(_a34, _b5)),
+        ErrorInput(f"{name} integer result dtype", "op", (_ints, _ints), TypeError),
+        ErrorInput(f"{name} complex result dtype", "op", (_cplx, _cplx), TypeError),
+    ]
+
+
+def _ternary_errors(name: str, torch_op: Callable) -> Callable[[], List[ErrorInput]]:
+    return lambda: [
+        ErrorInput(f"{name} shapes", "op", (_a34, _a34, _b5), RuntimeError, lambda: torch_op(_a34, _a34, _b5)),
+        ErrorInput(f"{name}_ shapes", "inplace", (_a34, _a34, _b5), RuntimeError, lambda: torch_op(_a34, _a34, _b5)),
+    ]
+
+
+def _accumulate_errors() -> List[ErrorInput]:
+    return [
+        ErrorInput("accumulate shapes", "op", ([_a34, _b5],), RuntimeError, lambda: _a34 + _b5),
+        ErrorInput("accumulate_ shapes", "inplace", (_a34, [_a34.clone(), _b5]), RuntimeError, lambda: _a34 + _b5),
+        ErrorInput("accumulate empty list", "op", ([],), RuntimeError, lambda: torch.stack([])),
+        ErrorInput("accumulate_ empty list", "inplace", (_a34, []), RuntimeError, lambda: torch.stack([])),
+        ErrorInput("accumulate len(weights) != K", "op", ([_b5, _b5], [1.0]), RuntimeError,
+                   lambda: torch._foreach_mul([_b5, _b5], [1.0])),
+        ErrorInput("accumulate_ len(weights) != K", "inplace", (_b5, [_b5.clone()], [1.0, 2.0]), RuntimeError,
+                   lambda: torch._foreach_mul([_b5], [1.0, 2.0])),
+        ErrorInput("accumulate weights tensor wrong length", "op", ([_b5, _b5], torch.ones(3)), RuntimeError),
+        ErrorInput("integer accumulate_", "inplace", (_ints, [_ints]), TypeError),
+    ]
+
+
+def _lerp_errors() -> List[ErrorInput]:
+    return [
+        ErrorInput("lerp shapes", "op", (_a34, _b5, 0.5), RuntimeError, lambda: torch.lerp(_a34, _b5, 0.5)),
+        ErrorInput("lerp_ shapes", "inplace", (_a34, _b5, 0.5), RuntimeError, lambda: torch.lerp(_a34, _b5, 0.5)),
+        ErrorInput("lerp dtype mismatch", "op", (_a34, _a34.double(), 0.5), RuntimeError,
+                   lambda: torch.lerp(_a34, _a34.double(), 0.5)),
+        ErrorInput("complex lerp_", "inplace", (_cplx, _cplx, 0.5), TypeError),
+    ]
+
+
 OP_TABLE = [
-    OpInfo("add", safe_ops.add, torch.add, add_samples, safe_ops.add_, [ops.add.Tensor, ops.add.Scalar],
-           _is_exact_add, _binary_names, lambda s, r: frozenset()),
-    OpInfo("sub", safe_ops.sub, torch.sub, add_samples, safe_ops.sub_, [ops.sub.Tensor, ops.sub.Scalar],
-           _is_exact_add, _binary_names, lambda s, r: frozenset()),
-    OpInfo("accumulate", safe_ops.accumulate, accumulate_ref, accumulate_samples, safe_ops.accumulate_,
-           [ops.accumulate.default, ops.accumulate.weights_tensor],
-           lambda s, d: d in (torch.float32, torch.float64), _accumulate_names, _accumulate_saved),
+    OpInfo("add", torch.add, add_samples, _is_exact_add, _binary_names, lambda s, r: frozenset(),
+           update=lambda t, o: ((t, o), {"alpha": 2}), error_inputs=_binary_errors("add", torch.add),
+           bench=lambda a, b, c: ((a, b), {"alpha": 2}), torch_twin=torch.add),
+    OpInfo("sub", torch.sub, add_samples, _is_exact_add, _binary_names, lambda s, r: frozenset(),
+           update=lambda t, o: ((t, o), {}), error_inputs=_binary_errors("sub", torch.sub),
+           bench=lambda a, b, c: ((a, b), {"alpha": 2}), torch_twin=torch.sub),
+    OpInfo("accumulate", accumulate_ref, accumulate_samples, lambda s, d: d in (torch.float32, torch.float64),
+           _accumulate_names, _accumulate_saved,
+           update=lambda t, o: ((t, [o, o], [0.5, -1.5]), {}), error_inputs=_accumulate_errors,
+           bench=lambda a, b, c: (([a, b, c], [1.0, 2.0, 3.0]), {}), streams=4),
     # torch's addcmul and lerp kernels contract a*b+c into FMAs: parity within rounding, not bit for bit.
-    OpInfo("addcmul", safe_ops.addcmul, torch.addcmul, addcmul_samples, safe_ops.addcmul_, [ops.addcmul.default],
-           lambda s, d: False, lambda s: ["input", "tensor1", "tensor2"], _addcmul_saved),
-    OpInfo("lerp", safe_ops.lerp, torch.lerp, lerp_samples, safe_ops.lerp_, [ops.lerp.Scalar, ops.lerp.Tensor],
-           lambda s, d: False, _lerp_names, _lerp_saved),
+    OpInfo("addcmul", torch.addcmul, addcmul_samples, lambda s, d: False,
+           lambda s: ["input", "tensor1", "tensor2"], _addcmul_saved,
+           update=lambda t, o: ((t, o, o), {"value": 0.5}), error_inputs=_ternary_errors("addcmul", torch.addcmul),
+           bench=lambda a, b, c: ((a, b, c), {"value": 0.5}), torch_twin=torch.addcmul, streams=4),
+    OpInfo("lerp", torch.lerp, lerp_samples, lambda s, d: False, _lerp_names, _lerp_saved,
+           update=lambda t, o: ((t, o, 0.25), {}), error_inputs=_lerp_errors,
+           bench=lambda a, b, c: ((a, b, 0.1), {}), torch_twin=torch.lerp),
 ]
+
+
+def _reference_update(info: OpInfo, args: tuple, kwargs: dict):
+    """The out-of-place reference of safe_ops.<name>_(*args): the functional reference with the target as
+    its first operand (accumulate: the target joins the list with weight 1)."""
+    if info.name == "accumulate":
+        out, tensors, *rest = args
+        weights = rest[0] if rest else None
+        return info.ref([out] + list(tensors), None if weights is None else [1.0] + list(weights))
+    return info.ref(*args, **kwargs)
+
+
+def inplace_variants():
+    """{name_: (safe update(t, o), reference update(t, o))} for every op: the in-place hazard tables."""
+    variants = {}
+    for info in OP_TABLE:
+        def safe(t, o, info=info):
+            args, kwargs = info.update(t, o)
+            return info.inplace(*args, **kwargs)
+
+        def reference(t, o, info=info):
+            args, kwargs = info.update(t, o)
+            return _reference_update(info, args, kwargs)
+
+        variants[f"{info.name}_"] = (safe, reference)
+    return variants
 
 
 def op_ids():

@@ -6,17 +6,12 @@ import pytest
 import torch
 
 import safe_ops
+from op_table import inplace_variants
 from safe_ops import Decision, InplaceHazardError
 
 # Each variant updates `t` with operand `o`: the safe_ops in-place-when-safe call and its out-of-place torch
-# reference (what the result must equal, values and gradients).
-VARIANTS = {
-    "add_": (lambda t, o: safe_ops.add_(t, o, alpha=2), lambda t, o: torch.add(t, o, alpha=2)),
-    "sub_": (lambda t, o: safe_ops.sub_(t, o), lambda t, o: torch.sub(t, o)),
-    "accumulate_": (lambda t, o: safe_ops.accumulate_(t, [o, o], [0.5, -1.5]), lambda t, o: t + o * 0.5 + o * -1.5),
-    "addcmul_": (lambda t, o: safe_ops.addcmul_(t, o, o, value=0.5), lambda t, o: torch.addcmul(t, o, o, value=0.5)),
-    "lerp_": (lambda t, o: safe_ops.lerp_(t, o, 0.25), lambda t, o: torch.lerp(t, o, 0.25)),
-}
+# reference (what the result must equal, values and gradients), one per op of the op table.
+VARIANTS = inplace_variants()
 
 
 def _leaf(*shape, requires_grad=True):

@@ -110,25 +110,10 @@ def test_opcheck(info, requires_grad):
     for sample in info.samples(torch.float32, "cpu", requires_grad=requires_grad):
         if sample.large:
             continue
-        out = info.op(*sample.args, **sample.kwargs)  # run the wrapper to know which overload it used
-        del out
-        overload = _overload_for(info, sample)
+        overload = info.overload_for(sample)
         seen.add(overload)
         torch.library.opcheck(overload, sample.args, sample.kwargs)
     assert seen == set(info.overloads)
-
-
-def _overload_for(info, sample):
-    ops = torch.ops.safe_ops
-    a = sample.args
-    return {
-        "add": lambda: ops.add.Tensor if isinstance(a[1], torch.Tensor) else ops.add.Scalar,
-        "sub": lambda: ops.sub.Tensor if isinstance(a[1], torch.Tensor) else ops.sub.Scalar,
-        "accumulate": lambda: ops.accumulate.weights_tensor if len(a) > 1 and isinstance(a[1], torch.Tensor)
-        else ops.accumulate.default,
-        "addcmul": lambda: ops.addcmul.default,
-        "lerp": lambda: ops.lerp.Tensor if isinstance(a[2], torch.Tensor) else ops.lerp.Scalar,
-    }[info.name]()
 
 
 def _saved_by(fn):
