@@ -86,11 +86,11 @@ if wanted tests; then
   step "tests" 150 130 "$PY" -m pytest -q -p no:cacheprovider tests
 fi
 
-# 3. compute-sanitizer memcheck of every op forward+backward (small sizes; see benchmarks/gpu_sanitize.py)
+# 3. compute-sanitizer memcheck of every op forward+backward (small sizes; see tests/gpu_sanitize.py)
 if wanted memcheck; then
   if [ -n "$SANITIZER" ]; then
     step "memcheck" 120 100 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 20 \
-      --show-backtrace no "$PY" benchmarks/gpu_sanitize.py
+      --show-backtrace no "$PY" tests/gpu_sanitize.py
   else
     SUMMARY+=("memcheck: SKIPPED (compute-sanitizer not found)")
   fi
@@ -98,7 +98,7 @@ fi
 
 # 4. a 2^31+ element case (64-bit indexing), outside the sanitizer; skips itself if memory is short
 if wanted big; then
-  step "big (2^31+ elements)" 60 90 "$PY" benchmarks/gpu_sanitize.py --big
+  step "big (2^31+ elements)" 60 90 "$PY" tests/gpu_sanitize.py --big
 fi
 
 # 5. the benchmark suite (results saved after each scenario, so a timeout keeps what finished)

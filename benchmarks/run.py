@@ -18,6 +18,8 @@ import os
 import sys
 import time
 import traceback
+from types import ModuleType
+from typing import List, NamedTuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -32,12 +34,27 @@ import harness  # noqa: E402
 from harness import progress  # noqa: E402
 
 
-def discover():
-    mods = []
+class Found(NamedTuple):
+    """A scenario script in benchmarks/: ``short`` is what --only/--skip name, ``module`` what is imported."""
+
+    short: str  # "seed"
+    module: str  # "bench_seed"
+
+
+class Scenario(NamedTuple):
+    """An imported scenario, sorted by its ORDER (then name) for the run."""
+
+    order: int
+    short: str
+    module: ModuleType
+
+
+def discover() -> List[Found]:
+    found = []
     for path in sorted(glob.glob(os.path.join(HERE, "bench_*.py"))):
         name = os.path.splitext(os.path.basename(path))[0]
-        mods.append((name[len("bench_"):], name))
-    return mods
+        found.append(Found(name[len("bench_"):], name))
+    return found
 
 
 def main(argv=None) -> int:
@@ -49,21 +66,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     found = discover()
     if args.list:
-        for short, name in found:
-            print(short)
+        for f in found:
+            print(f.short)
         return 0
     only = {s for s in args.only.split(",") if s}
     skip = {s for s in args.skip.split(",") if s}
-    unknown = (only | skip) - {s for s, _ in found}
+    unknown = (only | skip) - {f.short for f in found}
     if unknown:
-        raise SystemExit(f"unknown scenario(s) {sorted(unknown)}; have {[s for s, _ in found]}")
+        raise SystemExit(f"unknown scenario(s) {sorted(unknown)}; have {[f.short for f in found]}")
     ctx = harness.context_from_args(args)
     import torch
 
     progress(f"safe_ops benchmarks on {ctx.name} ({ctx.info['cpu']}, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads, load average {ctx.info.get('loadavg_at_start')})"
              f"{' --all' if ctx.full else ''}{' --quick' if ctx.quick else ''}")
-    modules = []
+    scenarios: List[Scenario] = []
     for short, name in found:
         if (only and short not in only) or short in skip:
             continue
@@ -76,10 +93,10 @@ def main(argv=None) -> int:
         if not hasattr(mod, "run"):
             progress(f"{name} has no run(ctx); skipped")
             continue
-        modules.append((getattr(mod, "ORDER", 100), short, mod))
-    modules.sort(key=lambda m: (m[0], m[1]))
+        scenarios.append(Scenario(getattr(mod, "ORDER", 100), short, mod))
+    scenarios.sort(key=lambda s: (s.order, s.short))
     ctx.bandwidth  # measured once, first, so every scenario compares against the same run's figure
-    for _, short, mod in modules:
+    for _, short, mod in scenarios:
         t0 = time.perf_counter()
         progress(f"=== {short} ===")
         try:

@@ -3,8 +3,8 @@ under ``compute-sanitizer --tool memcheck`` (gpu_check.sh does that). Covers K >
 non-contiguous (transposed, strided, offset by one element: unaligned), expanded inputs, odd sizes and
 float16/bfloat16/float32/float64. ``--big`` instead runs a 2^31+ element case (64-bit indexing), if memory allows.
 
-    python benchmarks/gpu_sanitize.py          # exits 1 on any mismatch
-    python benchmarks/gpu_sanitize.py --big
+    python tests/gpu_sanitize.py          # exits 1 on any mismatch
+    python tests/gpu_sanitize.py --big
 """
 from __future__ import annotations
 
