@@ -15,38 +15,55 @@ import torch
 
 import safe_ops
 from harness import Context, Stats, main_for, progress
+from op_table import OP_TABLE
 
 SCENARIO = "6 per-call overhead (16 elements)"
 ORDER = 6
 N = 16
 CALLS = 1000
 
-# name -> (torch equivalent name, make(a, b, c, t) -> zero-arg call)
-FUNCTIONAL: List[Tuple[str, str, Callable]] = [
-    ("torch.add", "torch.add", lambda a, b, c, t: (lambda: torch.add(a, b))),
-    ("safe_ops.add", "torch.add", lambda a, b, c, t: (lambda: safe_ops.add(a, b))),
-    ("torch.sub", "torch.sub", lambda a, b, c, t: (lambda: torch.sub(a, b))),
-    ("safe_ops.sub", "torch.sub", lambda a, b, c, t: (lambda: safe_ops.sub(a, b))),
-    ("torch.addcmul", "torch.addcmul", lambda a, b, c, t: (lambda: torch.addcmul(a, b, c, value=0.5))),
-    ("safe_ops.addcmul", "torch.addcmul", lambda a, b, c, t: (lambda: safe_ops.addcmul(a, b, c, value=0.5))),
-    ("torch.lerp", "torch.lerp", lambda a, b, c, t: (lambda: torch.lerp(a, b, 0.5))),
-    ("safe_ops.lerp", "torch.lerp", lambda a, b, c, t: (lambda: safe_ops.lerp(a, b, 0.5))),
-    ("safe_ops.accumulate([a, b])", "torch.add", lambda a, b, c, t: (lambda: safe_ops.accumulate([a, b]))),
-    ("safe_ops.accumulate([a, b, c], w)", "torch.add",
-     lambda a, b, c, t: (lambda: safe_ops.accumulate([a, b, c], [1.0, 2.0, 3.0]))),
-]
-INPLACE: List[Tuple[str, str, Callable]] = [
-    ("Tensor.add_", "Tensor.add_", lambda a, b, c, t: (lambda: t.add_(b))),
-    ("safe_ops.add_", "Tensor.add_", lambda a, b, c, t: (lambda: safe_ops.add_(t, b))),
-    ("Tensor.sub_", "Tensor.sub_", lambda a, b, c, t: (lambda: t.sub_(b))),
-    ("safe_ops.sub_", "Tensor.sub_", lambda a, b, c, t: (lambda: safe_ops.sub_(t, b))),
-    ("Tensor.addcmul_", "Tensor.addcmul_", lambda a, b, c, t: (lambda: t.addcmul_(b, c, value=0.5))),
-    ("safe_ops.addcmul_", "Tensor.addcmul_", lambda a, b, c, t: (lambda: safe_ops.addcmul_(t, b, c, value=0.5))),
-    ("Tensor.lerp_", "Tensor.lerp_", lambda a, b, c, t: (lambda: t.lerp_(b, 0.5))),
-    ("safe_ops.lerp_", "Tensor.lerp_", lambda a, b, c, t: (lambda: safe_ops.lerp_(t, b, 0.5))),
-    ("safe_ops.accumulate_(t, [a, b])", "Tensor.add_", lambda a, b, c, t: (lambda: safe_ops.accumulate_(t, [a, b]))),
-    ("safe_ops.can_write_inplace", "-", lambda a, b, c, t: (lambda: safe_ops.can_write_inplace(t))),
-]
+# (name, torch equivalent name, make(a, b, c, t) -> zero-arg call), for every op of the op table
+# (tests/op_table.py) on its benchmark call, beside torch's own op.
+Case = Tuple[str, str, Callable]
+
+
+def _make(fn, bench):
+    def make(a, b, c, t):
+        args, kwargs = bench(a, b, c, t)
+        return lambda: fn(*args, **kwargs)
+
+    return make
+
+
+def _functional_cases() -> List[Case]:
+    cases: List[Case] = [("torch.add", "torch.add", _make(torch.add, lambda a, b, c, t: ((a, b), {})))]
+    for info in OP_TABLE:
+        twin = f"torch.{info.name}" if info.torch_twin is not None else "torch.add"
+        if info.torch_twin is not None and twin != "torch.add":
+            cases.append((twin, twin, _make(info.torch_twin, lambda a, b, c, t, info=info: info.bench(a, b, c))))
+        cases.append((f"safe_ops.{info.name}", twin, _make(info.op, lambda a, b, c, t, info=info: info.bench(a, b, c))))
+    return cases
+
+
+def _method(name):
+    return lambda t, *args, **kwargs: getattr(t, name)(*args, **kwargs)
+
+
+def _inplace_cases() -> List[Case]:
+    cases: List[Case] = []
+    for info in OP_TABLE:
+        bench = lambda a, b, c, t, info=info: info.bench_inplace(t, a, b, c)  # noqa: E731
+        method = info.torch_inplace()
+        twin = f"Tensor.{method}" if method else "Tensor.add_"
+        if method:
+            cases.append((twin, twin, _make(_method(method), bench)))
+        cases.append((f"safe_ops.{info.name}_", twin, _make(info.inplace, bench)))
+    cases.append(("safe_ops.can_write_inplace", "-", lambda a, b, c, t: (lambda: safe_ops.can_write_inplace(t))))
+    return cases
+
+
+FUNCTIONAL: List[Case] = _functional_cases()
+INPLACE: List[Case] = _inplace_cases()
 
 
 def per_call(make: Callable, device: str, grad: bool, samples: int) -> Stats:

@@ -17,27 +17,36 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-import safe_ops
 from harness import Context, contention_probe, gbps, main_for, progress, time_interleaved
+from op_table import OP_TABLE
 
 SCENARIO = "5 roofline"
 ORDER = 5
-K = 4
-W = [0.5, 1.5, 2.0, 3.0]
+
+
+def _twin_names(info) -> Dict[str, str]:
+    twins = {}
+    if info.torch_twin is not None:
+        twins[f"safe_ops.{info.name}"] = f"torch.{info.name}"
+    if info.torch_inplace():
+        twins[f"safe_ops.{info.name}_"] = f"torch Tensor.{info.name}_"
+    return twins
 
 
 # each safe_ops op and torch's own op doing the same work (same bytes), for the speed_vs_torch figure
-TORCH_TWIN = {"safe_ops.add_": "torch Tensor.add_", "safe_ops.addcmul_": "torch Tensor.addcmul_",
-              "safe_ops.lerp_": "torch Tensor.lerp_", "safe_ops.add": "torch.add",
-              "safe_ops.addcmul": "torch.addcmul", "safe_ops.lerp": "torch.lerp"}
+TORCH_TWIN = {k: v for info in OP_TABLE for k, v in _twin_names(info).items()}
 
 
 def _inputs(n, device, grad=False):
-    return [torch.randn(n, device=device, requires_grad=grad) for _ in range(K)]
+    return [torch.randn(n, device=device, requires_grad=grad) for _ in range(3)]
+
+
+def _call(fn, args, kwargs) -> Callable:
+    return lambda: fn(*args, **kwargs)
 
 
 def stream_cases(n, device) -> List[Tuple[str, str, int, Callable]]:
-    a, b, _, _ = _inputs(n, device)
+    a, b, _ = _inputs(n, device)
     out = torch.empty(n, device=device)
     return [
         ("copy_ (existing)", "existing", 2, lambda: out.copy_(a)),
@@ -48,27 +57,23 @@ def stream_cases(n, device) -> List[Tuple[str, str, int, Callable]]:
 
 
 def fwd_cases(n, device, full) -> List[Tuple[str, str, int, Callable]]:
-    a, b, c, d = xs = _inputs(n, device)
+    """Every op of the op table (tests/op_table.py), its in-place variant and torch's twins, on its
+    benchmark call."""
+    a, b, c = _inputs(n, device)
     out = torch.randn(n, device=device)
-
-    cases = [
-        ("safe_ops.add_", "existing", 3, lambda: safe_ops.add_(out, a, alpha=2)),
-        ("safe_ops.sub_", "existing", 3, lambda: safe_ops.sub_(out, a, alpha=2)),
-        ("safe_ops.addcmul_", "existing", 4, lambda: safe_ops.addcmul_(out, a, b, value=0.5)),
-        ("safe_ops.lerp_", "existing", 3, lambda: safe_ops.lerp_(out, a, 0.1)),
-        (f"safe_ops.accumulate_ K={K}", "existing", K + 2, lambda: safe_ops.accumulate_(out, xs, W)),
-        ("torch Tensor.add_", "existing", 3, lambda: out.add_(a, alpha=2)),
-        ("torch Tensor.addcmul_", "existing", 4, lambda: out.addcmul_(a, b, value=0.5)),
-        ("torch Tensor.lerp_", "existing", 3, lambda: out.lerp_(a, 0.1)),
-        ("safe_ops.add", "alloc", 3, lambda: safe_ops.add(a, b, alpha=2)),
-        ("safe_ops.sub", "alloc", 3, lambda: safe_ops.sub(a, b, alpha=2)),
-        ("safe_ops.addcmul", "alloc", 4, lambda: safe_ops.addcmul(a, b, c, value=0.5)),
-        ("safe_ops.lerp", "alloc", 3, lambda: safe_ops.lerp(a, b, 0.1)),
-        (f"safe_ops.accumulate K={K}", "alloc", K + 1, lambda: safe_ops.accumulate(xs, W)),
-        ("torch.add", "alloc", 3, lambda: torch.add(a, b, alpha=2)),
-        ("torch.addcmul", "alloc", 4, lambda: torch.addcmul(a, b, c, value=0.5)),
-        ("torch.lerp", "alloc", 3, lambda: torch.lerp(a, b, 0.1)),
-    ]
+    cases = []
+    for info in OP_TABLE:
+        args, kwargs = info.bench(a, b, c)
+        inplace_args, inplace_kwargs = info.bench_inplace(out, a, b, c)
+        cases.append((f"safe_ops.{info.name}_", "existing", info.bench_inplace_streams(),
+                      _call(info.inplace, inplace_args, inplace_kwargs)))
+        cases.append((f"safe_ops.{info.name}", "alloc", info.streams, _call(info.op, args, kwargs)))
+        if info.torch_inplace():
+            method = getattr(out, info.torch_inplace())
+            cases.append((f"torch Tensor.{info.name}_", "existing", info.bench_inplace_streams(),
+                          _call(method, inplace_args[1:], inplace_kwargs)))
+        if info.torch_twin is not None:
+            cases.append((f"torch.{info.name}", "alloc", info.streams, _call(info.torch_twin, args, kwargs)))
     # the in-place variants must really write in place here (a plain buffer), or the figure is meaningless
     for name, cls, _, fn in cases:
         if cls == "existing" and name.startswith("safe_ops"):
@@ -77,25 +82,27 @@ def fwd_cases(n, device, full) -> List[Tuple[str, str, int, Callable]]:
 
 
 def bwd_cases(n, device) -> List[Tuple[str, str, int, Callable]]:
-    a, b, c, d = xs = _inputs(n, device, grad=True)
+    a, b, c = _inputs(n, device, grad=True)
     g = torch.randn(n, device=device)
-    # (name, bytes in passes, forward)
-    specs = [
-        ("safe_ops.add", 2, lambda: safe_ops.add(a, b, alpha=2), (a, b)),       # grad a = g, grad b = 2g
-        ("safe_ops.sub", 2, lambda: safe_ops.sub(a, b, alpha=2), (a, b)),
-        ("safe_ops.addcmul", 5, lambda: safe_ops.addcmul(a, b, c, value=0.5), (a, b, c)),  # read g,b,c; write 2
-        ("safe_ops.lerp", 3, lambda: safe_ops.lerp(a, b, 0.1), (a, b)),         # read g; write 2
-        (f"safe_ops.accumulate K={K}", K + 1, lambda: safe_ops.accumulate(xs, W), tuple(xs)),  # read g; write K
-        ("torch.add", 2, lambda: torch.add(a, b, alpha=2), (a, b)),
-        ("torch.addcmul", 5, lambda: torch.addcmul(a, b, c, value=0.5), (a, b, c)),
-        ("torch.lerp", 3, lambda: torch.lerp(a, b, 0.1), (a, b)),
-    ]
     cases = []
-    for name, passes, fwd, inputs in specs:
-        out = fwd()
-        cases.append((name, "alloc", passes,
-                      (lambda out=out, inputs=inputs: torch.autograd.grad(out, inputs, g, retain_graph=True))))
+    for info in OP_TABLE:
+        args, kwargs = info.bench(a, b, c)
+        inputs = tuple(t for t in (a, b, c) if any(t is x for x in _flat(args)))
+        forwards = [(f"safe_ops.{info.name}", info.op)]
+        if info.torch_twin is not None:
+            forwards.append((f"torch.{info.name}", info.torch_twin))
+        for name, fn in forwards:
+            out = fn(*args, **kwargs)
+            cases.append((name, "alloc", info.backward_streams,
+                          (lambda out=out, inputs=inputs: torch.autograd.grad(out, inputs, g, retain_graph=True))))
     return cases
+
+
+def _flat(args) -> list:
+    flat = []
+    for x in args:
+        flat += list(x) if isinstance(x, (list, tuple)) else [x]
+    return flat
 
 
 def run(ctx: Context) -> None:
@@ -108,7 +115,7 @@ def run(ctx: Context) -> None:
         sizes = [4096, 1 << 20, 16 << 20, 64 << 20]
     else:
         sizes = [4096, 1 << 20, 16 << 20]
-    progress(f"{SCENARIO}: sizes {sizes} float32, accumulate K={K}")
+    progress(f"{SCENARIO}: sizes {sizes} float32, every op of the op table")
     # the issue's targets: >= 64 MB per operand on the CPU, >= 256 MB on the GPU (quick: the largest size)
     big_threshold = sizes[-1] if ctx.quick else ((64 << 20) if cuda else (16 << 20))
     worst: Dict[Tuple[str, str], Tuple[float, str]] = {}

@@ -25,10 +25,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # The harness and scenarios sit beside this file; safe_ops is built in place in the repository root (also
 # for the measurement subprocesses, which inherit PYTHONPATH).
-for path in (HERE, ROOT):
+TESTS = os.path.join(ROOT, "tests")  # the op table and the shared models, which the scenarios iterate
+for path in (HERE, TESTS, ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, TESTS, os.environ.get("PYTHONPATH")) if p)
 
 import harness  # noqa: E402
 from harness import progress  # noqa: E402

@@ -34,7 +34,7 @@ class Sample:
         return found
 
 
-def _make(shape, dtype, device, layout="contiguous", low=-2.0, high=2.0):
+def make_tensor(shape, dtype, device, layout="contiguous", low=-2.0, high=2.0):
     """A tensor of `shape` in one of several memory layouts (same values whatever the layout)."""
     def rand(s):
         return torch.empty(s, dtype=torch.float64, device=device).uniform_(low, high).to(dtype)
@@ -76,14 +76,14 @@ BINARY_CASES = [
 
 def _binary_samples(dtype, device, requires_grad, with_numbers):
     for shape_a, layout_a, shape_b, layout_b, large in BINARY_CASES:
-        a = _make(shape_a, dtype, device, layout_a).requires_grad_(requires_grad)
-        b = _make(shape_b, dtype, device, layout_b).requires_grad_(requires_grad)
+        a = make_tensor(shape_a, dtype, device, layout_a).requires_grad_(requires_grad)
+        b = make_tensor(shape_b, dtype, device, layout_b).requires_grad_(requires_grad)
         desc = f"{shape_a}/{layout_a}+{shape_b}/{layout_b}"
         yield Sample((a, b), {}, desc, large)
         if not large:
             yield Sample((a, b), {"alpha": 2.5}, desc + " alpha=2.5", large)
     if with_numbers:
-        a = _make((3, 4), dtype, device).requires_grad_(requires_grad)
+        a = make_tensor((3, 4), dtype, device).requires_grad_(requires_grad)
         yield Sample((a, 2), {}, "number 2")
         yield Sample((a, 0.1), {"alpha": -3}, "number 0.1 alpha=-3")
         yield Sample((a.t(), -1.5), {}, "transposed, number")
@@ -107,7 +107,7 @@ ACCUMULATE_CASES = [
 
 def accumulate_samples(dtype, device, requires_grad=False):
     for shapes, layouts, large in ACCUMULATE_CASES:
-        xs = [_make(s, dtype, device, l).requires_grad_(requires_grad) for s, l in zip(shapes, layouts)]
+        xs = [make_tensor(s, dtype, device, l).requires_grad_(requires_grad) for s, l in zip(shapes, layouts)]
         k = len(xs)
         desc = f"K={k} {shapes[0]}"
         yield Sample((xs,), {}, desc + " weights=None", large)
@@ -127,10 +127,10 @@ def addcmul_samples(dtype, device, requires_grad=False):
     ]
     for shapes in cases:
         large = shapes[0] == (65537,)
-        args = tuple(_make(s, dtype, device).requires_grad_(requires_grad) for s in shapes)
+        args = tuple(make_tensor(s, dtype, device).requires_grad_(requires_grad) for s in shapes)
         yield Sample(args, {}, f"{shapes}", large)
         yield Sample(args, {"value": -0.5}, f"{shapes} value=-0.5", large)
-    t = tuple(_make((3, 4), dtype, device, l).requires_grad_(requires_grad) for l in ("transposed", "sliced", "offset"))
+    t = tuple(make_tensor((3, 4), dtype, device, l).requires_grad_(requires_grad) for l in ("transposed", "sliced", "offset"))
     yield Sample(t, {"value": 2}, "transposed/sliced/offset value=2")
 
 
@@ -139,13 +139,13 @@ def lerp_samples(dtype, device, requires_grad=False):
              ((0,), (0,), (0,)), ((65537,), (65537,), (65537,))]
     for sa, sb, sw in cases:
         large = sa == (65537,)
-        a = _make(sa, dtype, device).requires_grad_(requires_grad)
-        b = _make(sb, dtype, device).requires_grad_(requires_grad)
+        a = make_tensor(sa, dtype, device).requires_grad_(requires_grad)
+        b = make_tensor(sb, dtype, device).requires_grad_(requires_grad)
         for w in (0.3, 0.75, -0.2):
             yield Sample((a, b, w), {}, f"{sa},{sb} weight={w}", large)
-        wt = _make(sw, dtype, device, low=-0.5, high=1.5).requires_grad_(requires_grad)
+        wt = make_tensor(sw, dtype, device, low=-0.5, high=1.5).requires_grad_(requires_grad)
         yield Sample((a, b, wt), {}, f"{sa},{sb} weight tensor {sw}", large)
-    a, b = _make((3, 4), dtype, device, "transposed"), _make((3, 4), dtype, device, "expanded")
+    a, b = make_tensor((3, 4), dtype, device, "transposed"), make_tensor((3, 4), dtype, device, "expanded")
     yield Sample((a.requires_grad_(requires_grad), b.requires_grad_(requires_grad), 0.9), {}, "transposed/expanded")
 
 
@@ -192,7 +192,17 @@ class OpInfo:
     # function doing the same work (None: no torch twin), and the tensors it reads + writes (memory streams).
     bench: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Tuple[tuple, dict]]
     torch_twin: Optional[Callable] = None
-    streams: int = 3
+    streams: int = 3  # forward: operands read + result written
+    backward_streams: int = 2  # backward: g read + gradients written that are not g itself
+
+    def bench_inplace(self, out: torch.Tensor, a, b, c) -> Tuple[tuple, dict]:
+        """The in-place variant's benchmark call writing into `out`: out replaces the first operand, or leads
+        (an op whose in-place form takes a separate target, like accumulate_(out, tensors))."""
+        args, kwargs = self.bench(a, b, c)
+        return ((out,) + args if DECLARED[self.name].inplace_target else (out,) + args[1:]), kwargs
+
+    def bench_inplace_streams(self) -> int:
+        return self.streams + (1 if DECLARED[self.name].inplace_target else 0)
 
     @property
     def op(self) -> Callable:
@@ -322,19 +332,20 @@ OP_TABLE = [
     OpInfo("accumulate", accumulate_ref, accumulate_samples, lambda s, d: d in (torch.float32, torch.float64),
            _accumulate_names, _accumulate_saved,
            update=lambda t, o: ((t, [o, o], [0.5, -1.5]), {}), error_inputs=_accumulate_errors,
-           bench=lambda a, b, c: (([a, b, c], [1.0, 2.0, 3.0]), {}), streams=4),
+           bench=lambda a, b, c: (([a, b, c], [1.0, 2.0, 3.0]), {}), streams=4, backward_streams=4),
     # torch's addcmul and lerp kernels contract a*b+c into FMAs: parity within rounding, not bit for bit.
     OpInfo("addcmul", torch.addcmul, addcmul_samples, lambda s, d: False,
            lambda s: ["input", "tensor1", "tensor2"], _addcmul_saved,
            update=lambda t, o: ((t, o, o), {"value": 0.5}), error_inputs=_ternary_errors("addcmul", torch.addcmul),
-           bench=lambda a, b, c: ((a, b, c), {"value": 0.5}), torch_twin=torch.addcmul, streams=4),
+           bench=lambda a, b, c: ((a, b, c), {"value": 0.5}), torch_twin=torch.addcmul, streams=4,
+           backward_streams=5),
     OpInfo("lerp", torch.lerp, lerp_samples, lambda s, d: False, _lerp_names, _lerp_saved,
            update=lambda t, o: ((t, o, 0.25), {}), error_inputs=_lerp_errors,
-           bench=lambda a, b, c: ((a, b, 0.1), {}), torch_twin=torch.lerp),
+           bench=lambda a, b, c: ((a, b, 0.1), {}), torch_twin=torch.lerp, backward_streams=3),
 ]
 
 
-def _reference_update(info: OpInfo, args: tuple, kwargs: dict):
+def reference_update(info: OpInfo, args: tuple, kwargs: dict):
     """The out-of-place reference of safe_ops.<name>_(*args): the functional reference with the target as
     its first operand (accumulate: the target joins the list with weight 1)."""
     if info.name == "accumulate":
@@ -354,7 +365,7 @@ def inplace_variants():
 
         def reference(t, o, info=info):
             args, kwargs = info.update(t, o)
-            return _reference_update(info, args, kwargs)
+            return reference_update(info, args, kwargs)
 
         variants[f"{info.name}_"] = (safe, reference)
     return variants
