@@ -68,4 +68,41 @@ std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, con
   return results;
 }
 
+at::Tensor run_value_op(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, const at::Tensor& self,
+                        const at::Tensor& t1, const at::Tensor& t2, const at::Scalar& value, const char* name) {
+  const at::ScalarType dtype = promoted_dtype({self, t1, t2});
+  check_result_dtype(dtype, name);
+  if (out.defined()) check_inplace_result(out, dtype, name);
+  const c10::Device device = out.defined() ? out.device() : common_device({self, t1, t2});
+  const std::vector<at::Tensor> inputs{prepare_operand(self, dtype, device), prepare_operand(t1, dtype, device),
+                                       prepare_operand(t2, dtype, device)};
+  return run_pointwise(stub, out, 1, inputs, value.toDouble(), device)[0];
+}
+
+std::tuple<at::Tensor, at::Tensor> run_value_op_backward(const ValueOpBackwardStubs& stubs, const at::Tensor& grad,
+                                                         const std::optional<at::Tensor>& t1,
+                                                         const std::optional<at::Tensor>& t2, const at::Scalar& value,
+                                                         std::array<bool, 2> output_mask, const char* name) {
+  const at::ScalarType dtype = grad.scalar_type();
+  check_result_dtype(dtype, name);
+  const c10::Device device = grad.device();
+  const bool want1 = output_mask[0], want2 = output_mask[1];
+  const bool has1 = t1.has_value() && t1->defined(), has2 = t2.has_value() && t2->defined();
+  TORCH_CHECK(!want1 || has2, name, ": the gradient of tensor1 needs tensor2");
+  TORCH_CHECK(!want2 || (has1 && (has2 || !stubs.grad2_reads_t2)), name, ": the gradient of tensor2 needs tensor1",
+              stubs.grad2_reads_t2 ? " and tensor2" : "");
+  if (!want1 && !want2) return {at::Tensor(), at::Tensor()};
+  const double v = value.toDouble();
+  auto operand = [&](const std::optional<at::Tensor>& t) { return prepare_operand(*t, dtype, device); };
+  if (want1 && want2) {
+    auto grads = run_pointwise(stubs.both, at::Tensor(), 2, {grad, operand(t1), operand(t2)}, v, device);
+    return {grads[0], grads[1]};
+  }
+  if (want1) return {run_pointwise(stubs.grad1, at::Tensor(), 1, {grad, operand(t2)}, v, device)[0], at::Tensor()};
+  const std::vector<at::Tensor> inputs =
+      stubs.grad2_reads_t2 ? std::vector<at::Tensor>{grad, operand(t1), operand(t2)}
+                           : std::vector<at::Tensor>{grad, operand(t1)};
+  return {at::Tensor(), run_pointwise(stubs.grad2, at::Tensor(), 1, inputs, v, device)[0]};
+}
+
 }  // namespace safe_ops

@@ -7,6 +7,9 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <array>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 #include "kernels.h"
@@ -47,6 +50,25 @@ void check_inplace_result(const at::Tensor& self, at::ScalarType result_dtype, c
 // inputs must already have the kernel's dtype and device (prepare_operand). Returns the outputs.
 std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, int noutputs,
                                       at::TensorList inputs, double scalar, c10::Device device);
+
+// self + value·f(tensor1, tensor2) for a formula of that shape (addcmul, addcdiv): torch's promotion over the three
+// operands; `out` undefined: a new tensor; defined: written in place (it must have the result's dtype and shape).
+at::Tensor run_value_op(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, const at::Tensor& self,
+                        const at::Tensor& t1, const at::Tensor& t2, const at::Scalar& value, const char* name);
+
+// The backward op of such an op: (gradient of tensor1, of tensor2) at grad's shape for the mask's set entries,
+// from the stubs for tensor1's alone [g, t2], tensor2's alone [g, t1, t2] and both in one pass [g, t1, t2].
+// Each gradient reads only the operands its formula takes.
+struct ValueOpBackwardStubs {
+  const DispatchStub<PointwiseFn>& grad1;
+  const DispatchStub<PointwiseFn>& grad2;
+  const DispatchStub<PointwiseFn>& both;
+  bool grad2_reads_t2;  // addcdiv: d/dt2 reads t2 too; addcmul: only t1 (its [g, t1] formula is grad1's)
+};
+std::tuple<at::Tensor, at::Tensor> run_value_op_backward(const ValueOpBackwardStubs& stubs, const at::Tensor& grad,
+                                                         const std::optional<at::Tensor>& t1,
+                                                         const std::optional<at::Tensor>& t2, const at::Scalar& value,
+                                                         std::array<bool, 2> output_mask, const char* name);
 
 // out = Σ coeffs.w_i·xs[i] (+ scalar term) in `dtype`; `out` undefined: allocated and returned; defined: written
 // in place (it must have the broadcast shape and `dtype`).
