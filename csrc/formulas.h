@@ -59,6 +59,45 @@ struct AddcmulGrads {
   }
 };
 
+// [out, a, b, c]: out = a + (value·b)/c   (torch.addcdiv's order on the CPU).
+template <typename T>
+struct Addcdiv {
+  static constexpr int kOut = 1, kIn = 3;
+  coef_t<T> value;
+  explicit Addcdiv(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] / in[2]; }
+};
+
+// [g_b, g, c]: addcdiv's gradient of tensor1, g·(value/c).
+template <typename T>
+struct AddcdivGradTensor1 {
+  static constexpr int kOut = 1, kIn = 2;
+  coef_t<T> value;
+  explicit AddcdivGradTensor1(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] * (value / in[1]); }
+};
+
+// [g_c, g, b, c]: addcdiv's gradient of tensor2, −g·(value·b/(c·c)).
+template <typename T>
+struct AddcdivGradTensor2 {
+  static constexpr int kOut = 1, kIn = 3;
+  coef_t<T> value;
+  explicit AddcdivGradTensor2(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = -in[0] * (value * in[1] / (in[2] * in[2])); }
+};
+
+// [g_b, g_c, g, b, c]: both, in one pass.
+template <typename T>
+struct AddcdivGrads {
+  static constexpr int kOut = 2, kIn = 3;
+  coef_t<T> value;
+  explicit AddcdivGrads(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    out[0] = in[0] * (value / in[2]);
+    out[1] = -in[0] * (value * in[1] / (in[2] * in[2]));
+  }
+};
+
 // torch.lerp's formula, whose two forms keep the result exact at weight 0 and 1: a + w·(b−a) for |w| < 0.5,
 // else b − (b−a)·(1−w). A number weight picks the form once (two formulas); a tensor weight selects per
 // element, computing both so that the loop vectorises without branches.
@@ -126,6 +165,10 @@ template <typename T> using LerpBackward7 = LerpBackward<T, 7>;
   _(addcmul, Addcmul)                        \
   _(addcmul_grad_one, AddcmulGradOne)        \
   _(addcmul_grads, AddcmulGrads)             \
+  _(addcdiv, Addcdiv)                        \
+  _(addcdiv_grad_tensor1, AddcdivGradTensor1) \
+  _(addcdiv_grad_tensor2, AddcdivGradTensor2) \
+  _(addcdiv_grads, AddcdivGrads)             \
   _(lerp_small_weight, LerpSmallWeight)      \
   _(lerp_large_weight, LerpLargeWeight)      \
   _(lerp_tensor_weight, LerpTensorWeight)    \

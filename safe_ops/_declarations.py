@@ -122,6 +122,14 @@ OPS: Tuple[Op, ...] = (
         "``input``.",
     ),
     Op(
+        "addcdiv",
+        ("input", "tensor1", "tensor2", "value"),
+        (Overload("", "Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1"),),
+        "``input + value * tensor1 / tensor2``, like :func:`torch.addcdiv` (Adam's update).",
+        "``tensor2`` if ``tensor1`` or ``tensor2`` needs a gradient, ``tensor1`` only if ``tensor2`` does,\n"
+        "nothing for ``input``.",
+    ),
+    Op(
         "lerp",
         ("input", "end", "weight"),
         (
@@ -148,6 +156,12 @@ BACKWARD_OPS: Tuple[BackwardOp, ...] = (
     BackwardOp("dot_many", "", "Tensor grad, Tensor[] tensors", "Tensor"),
     BackwardOp(
         "addcmul_backward",
+        "",
+        "Tensor grad, Tensor? tensor1, Tensor? tensor2, Scalar value, bool[2] output_mask",
+        "(Tensor, Tensor)",
+    ),
+    BackwardOp(
+        "addcdiv_backward",
         "",
         "Tensor grad, Tensor? tensor1, Tensor? tensor2, Scalar value, bool[2] output_mask",
         "(Tensor, Tensor)",

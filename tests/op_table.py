@@ -134,6 +134,28 @@ def addcmul_samples(dtype, device, requires_grad=False):
     yield Sample(t, {"value": 2}, "transposed/sliced/offset value=2")
 
 
+def addcdiv_samples(dtype, device, requires_grad=False):
+    """addcmul's cases with the divisor kept away from zero (|tensor2| >= 0.5), in the same layouts."""
+    previous = None  # addcmul_samples yields each operand tuple twice in a row (two values)
+    for sample in addcmul_samples(dtype, device):
+        t2 = sample.args[2]
+        if t2 is not previous:
+            previous = t2
+            t2.copy_(torch.where(t2 < 0, t2 - 0.5, t2 + 0.5))  # copy_ keeps the layout
+        for t in sample.args:
+            t.requires_grad_(requires_grad)
+        yield sample
+
+
+def _addcdiv_saved(sample, requiring):
+    saved = set()
+    if requiring & {"tensor1", "tensor2"}:
+        saved.add("tensor2")
+    if "tensor2" in requiring:
+        saved.add("tensor1")
+    return frozenset(saved)
+
+
 def lerp_samples(dtype, device, requires_grad=False):
     cases = [((), (), ()), ((3, 4), (3, 4), (3, 4)), ((3, 4), (4,), (3, 1)), ((4,), (3, 4), ()),
              ((0,), (0,), (0,)), ((65537,), (65537,), (65537,))]
@@ -338,6 +360,12 @@ OP_TABLE = [
            lambda s: ["input", "tensor1", "tensor2"], _addcmul_saved,
            update=lambda t, o: ((t, o, o), {"value": 0.5}), error_inputs=_ternary_errors("addcmul", torch.addcmul),
            bench=lambda a, b, c: ((a, b, c), {"value": 0.5}), torch_twin=torch.addcmul, streams=4,
+           backward_streams=5),
+    OpInfo("addcdiv", torch.addcdiv, addcdiv_samples, lambda s, d: False,
+           lambda s: ["input", "tensor1", "tensor2"], _addcdiv_saved,
+           update=lambda t, o: ((t, o, o.abs() + 0.5), {"value": 0.5}),
+           error_inputs=_ternary_errors("addcdiv", torch.addcdiv),
+           bench=lambda a, b, c: ((a, b, c.abs() + 0.5), {"value": 0.5}), torch_twin=torch.addcdiv, streams=4,
            backward_streams=5),
     OpInfo("lerp", torch.lerp, lerp_samples, lambda s, d: False, _lerp_names, _lerp_saved,
            update=lambda t, o: ((t, o, 0.25), {}), error_inputs=_lerp_errors,

@@ -1,0 +1,29 @@
+// Autograd for addcdiv: d/dt1 = grad·value/t2, d/dt2 = −grad·value·t1/t2². Saves t2 if either operand needs a
+// gradient, t1 only if t2 does.
+#include "value_op.h"
+
+namespace safe_ops::autograd {
+namespace {
+
+struct Addcdiv {
+  static constexpr const char* kName = "safe_ops::AddcdivBackward";
+  static constexpr const char* kOp = "safe_ops::addcdiv";
+  static constexpr const char* kInplaceOp = "safe_ops::addcdiv_inplace";
+  static constexpr const char* kBackwardOp = "safe_ops::addcdiv_backward";
+  template <typename T>
+  using Grad1 = formulas::AddcdivGradTensor1<T>;
+  template <typename T>
+  using Grad2 = formulas::AddcdivGradTensor2<T>;
+  static constexpr bool kGrad2ReadsT2 = true;
+  static bool saves_t1(bool /*need1*/, bool need2) { return need2; }
+  static bool saves_t2(bool need1, bool need2) { return need1 || need2; }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
+  m.impl("addcdiv", value_op_autograd<Addcdiv>);
+  m.impl("addcdiv_inplace", value_op_inplace_autograd<Addcdiv>);
+}
+
+}  // namespace safe_ops::autograd
