@@ -51,7 +51,7 @@ def _extension():
     # -fopenmp: at::parallel_for inlines OpenMP pragmas; without it our loops would run on one thread.
     # -fno-trapping-math: lets the compiler vectorise selects such as lerp's two forms (results unchanged; we
     # never read floating-point exception flags).
-    cxx = ["-O3", "-fopenmp", "-fno-trapping-math"]
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", f"-I{os.path.join(ROOT, 'csrc')}"]  # for the generated file
     link = ["-fopenmp"]
     if not _want_cuda():
         return cpp_extension.CppExtension(

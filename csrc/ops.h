@@ -51,7 +51,7 @@ void check_inplace_result(const at::Tensor& self, at::ScalarType result_dtype, c
 std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, int noutputs,
                                       at::TensorList inputs, double scalar, c10::Device device);
 
-// self + value·f(tensor1, tensor2) for a formula of that shape (addcmul, addcdiv): torch's promotion over the three
+// self + value·f(tensor1, tensor2) for a formula of that shape (addcmul and its kin): torch's promotion over the three
 // operands; `out` undefined: a new tensor; defined: written in place (it must have the result's dtype and shape).
 at::Tensor run_value_op(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, const at::Tensor& self,
                         const at::Tensor& t1, const at::Tensor& t2, const at::Scalar& value, const char* name);
@@ -63,7 +63,7 @@ struct ValueOpBackwardStubs {
   const DispatchStub<PointwiseFn>& grad1;
   const DispatchStub<PointwiseFn>& grad2;
   const DispatchStub<PointwiseFn>& both;
-  bool grad2_reads_t2;  // addcdiv: d/dt2 reads t2 too; addcmul: only t1 (its [g, t1] formula is grad1's)
+  bool grad2_reads_t2;  // d/dt2 reads t2 too, or (addcmul) only t1, through grad1's [g, t] formula
 };
 std::tuple<at::Tensor, at::Tensor> run_value_op_backward(const ValueOpBackwardStubs& stubs, const at::Tensor& grad,
                                                          const std::optional<at::Tensor>& t1,

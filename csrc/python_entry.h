@@ -177,7 +177,7 @@ using Weights = std::optional<at::ArrayRef<double>>;
 #define SAFE_OPS_METHOD(name) \
   {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, nullptr}
 
-// The generated table (csrc/generated/registration.cpp), terminated by a null entry.
+// The generated table (build/generated/registration.cpp), terminated by a null entry.
 extern PyMethodDef fast_entries[];
 
 }  // namespace safe_ops::python

@@ -1,8 +1,8 @@
-// Autograd for ops of the form self + value·f(tensor1, tensor2) (addcmul, addcdiv): d/dself = grad and the two
+// Autograd for ops of the form self + value·f(tensor1, tensor2) (addcmul and its kin): d/dself = grad and the two
 // operand gradients of f, each summed to its input's shape. An op supplies a Traits struct:
 //   static constexpr const char* kName, kOp, kInplaceOp, kBackwardOp;   (node name, schema names)
 //   template <typename T> using Grad1 = ...; template <typename T> using Grad2 = ...;   (csrc/formulas.h)
-//   static constexpr bool kGrad2ReadsT2;   d/dtensor2 reads tensor2 too (addcdiv), or only tensor1 (addcmul)
+//   static constexpr bool kGrad2ReadsT2;   d/dtensor2 reads tensor2 too, or only tensor1 (addcmul)
 //   static bool saves_t1(bool need1, bool need2); static bool saves_t2(bool need1, bool need2);
 // Saved: only what the requested gradients read (never self).
 #pragma once
