@@ -1,4 +1,5 @@
-# make test: create .venv, install torch + tools, build the extension (CUDA too when nvcc is found), run tests.
+# make test: create .venv, install torch + tools, lint, build the extension (CUDA too when nvcc is found), run tests.
+# make lint: ruff (Python) and clang-format (C++/CUDA) at the code's 120 columns; `make format` applies them.
 # make bench: the default benchmark subset (BENCH_ARGS=--all for everything).
 # Everything is incremental: re-running only redoes what changed.
 PYTHON ?= python3
@@ -10,7 +11,9 @@ export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export MAX_JOBS
 BENCH_ARGS ?=
 
-.PHONY: all venv build test bench clean
+.PHONY: all venv lint format build test bench clean
+
+CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 2>/dev/null)
 
 all: test
 
@@ -21,10 +24,18 @@ $(VENV)/.installed: requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
+
 build: venv
 	$(PY) setup.py -q build_ext --inplace
 
-test: build
+test: lint build
 	$(PY) -m pytest -q tests
 
 bench: build

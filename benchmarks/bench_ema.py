@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 import safe_ops
+
 from harness import Context, main_for, progress, saved_tensor_bytes
 
 SCENARIO = "3 addcmul / EMA"
@@ -76,7 +77,7 @@ def saved_bytes(device, method, n, b_grad=True) -> int:
 
 def check(device) -> None:
     n = 1000
-    for method, (family, inplace, fn) in METHODS.items():
+    for method, (family, _inplace, fn) in METHODS.items():
         torch.manual_seed(0)
         acc = torch.randn(n, device=device, dtype=torch.float64)
         a = torch.randn(n, device=device, dtype=torch.float64, requires_grad=True)

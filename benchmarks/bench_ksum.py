@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 import safe_ops
+
 from harness import Context, cold_compile, main_for, progress
 
 SCENARIO = "2 K-way sum"

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 import safe_ops
+
 from harness import Context, Stats, main_for, progress
 from op_table import OP_TABLE
 

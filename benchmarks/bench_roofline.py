@@ -127,7 +127,7 @@ def run(ctx: Context) -> None:
         if ctx.device == "cpu" and torch.get_num_threads() > 1:
             # another process holding a core makes multi-threaded mid-size timings scheduler-bound: wait a
             # little for it to pass (up to ~6 s), else measure anyway and say so
-            for attempt in range(4):
+            for _ in range(4):
                 contended = contention_probe(torch.get_num_threads())["contended"]
                 if not contended:
                     break

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 import safe_ops
+
 from harness import Context, cold_compile, main_for, progress
 
 SCENARIO = "1 seed loop"

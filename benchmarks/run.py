@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             continue
         scenarios.append(Scenario(getattr(mod, "ORDER", 100), short, mod))
     scenarios.sort(key=lambda s: (s.order, s.short))
-    ctx.bandwidth  # measured once, first, so every scenario compares against the same run's figure
+    _ = ctx.bandwidth  # measured once, first, so every scenario compares against the same run's figure
     for _, short, mod in scenarios:
         t0 = time.perf_counter()
         progress(f"=== {short} ===")

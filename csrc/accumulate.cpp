@@ -68,7 +68,8 @@ at::Tensor accumulate_into(const at::Tensor& out, at::TensorList tensors, std::o
     // The same tensor listed again (e.g. [x] * K with weights 0..K-1) is read once with its weights summed.
     // Host weights only: a weights tensor would need a device-to-host sync to do this.
     if (!weights_tensor.defined()) {
-      auto same = std::find_if(inputs.begin(), inputs.end(), [&](const at::Tensor& t) { return t.is_same(tensors[i]); });
+      auto same =
+          std::find_if(inputs.begin(), inputs.end(), [&](const at::Tensor& t) { return t.is_same(tensors[i]); });
       if (same != inputs.end() && !(out.defined() && same == inputs.begin())) {
         w[same - inputs.begin()] += wi;
         continue;

@@ -161,21 +161,21 @@ template <typename T> using LerpBackward7 = LerpBackward<T, 7>;
 }  // namespace safe_ops::formulas
 
 // (stub name, formula): every pointwise kernel of the library.
-#define SAFE_OPS_POINTWISE_FORMULAS(_)       \
-  _(addcmul, Addcmul)                        \
-  _(addcmul_grad_one, AddcmulGradOne)        \
-  _(addcmul_grads, AddcmulGrads)             \
-  _(addcdiv, Addcdiv)                        \
+#define SAFE_OPS_POINTWISE_FORMULAS(_)        \
+  _(addcmul, Addcmul)                         \
+  _(addcmul_grad_one, AddcmulGradOne)         \
+  _(addcmul_grads, AddcmulGrads)              \
+  _(addcdiv, Addcdiv)                         \
   _(addcdiv_grad_tensor1, AddcdivGradTensor1) \
   _(addcdiv_grad_tensor2, AddcdivGradTensor2) \
-  _(addcdiv_grads, AddcdivGrads)             \
-  _(lerp_small_weight, LerpSmallWeight)      \
-  _(lerp_large_weight, LerpLargeWeight)      \
-  _(lerp_tensor_weight, LerpTensorWeight)    \
-  _(lerp_backward_1, LerpBackward1)          \
-  _(lerp_backward_2, LerpBackward2)          \
-  _(lerp_backward_3, LerpBackward3)          \
-  _(lerp_backward_4, LerpBackward4)          \
-  _(lerp_backward_5, LerpBackward5)          \
-  _(lerp_backward_6, LerpBackward6)          \
+  _(addcdiv_grads, AddcdivGrads)              \
+  _(lerp_small_weight, LerpSmallWeight)       \
+  _(lerp_large_weight, LerpLargeWeight)       \
+  _(lerp_tensor_weight, LerpTensorWeight)     \
+  _(lerp_backward_1, LerpBackward1)           \
+  _(lerp_backward_2, LerpBackward2)           \
+  _(lerp_backward_3, LerpBackward3)           \
+  _(lerp_backward_4, LerpBackward4)           \
+  _(lerp_backward_5, LerpBackward5)           \
+  _(lerp_backward_6, LerpBackward6)           \
   _(lerp_backward_7, LerpBackward7)

@@ -18,9 +18,9 @@ at::Tensor lerp_into(const at::Tensor& out, const at::Tensor& self, const at::Te
   if (weight_tensor.defined()) check_same_dtype(self, weight_tensor, "weight");
   const at::ScalarType dtype = self.scalar_type();
   check_result_dtype(dtype, name);
-  const c10::Device device =
-      out.defined() ? out.device()
-                    : (weight_tensor.defined() ? common_device({self, end, weight_tensor}) : common_device({self, end}));
+  const c10::Device device = out.defined() ? out.device()
+                                           : (weight_tensor.defined() ? common_device({self, end, weight_tensor})
+                                                                      : common_device({self, end}));
   std::vector<at::Tensor> inputs{prepare_operand(self, dtype, device), prepare_operand(end, dtype, device)};
   if (weight_tensor.defined()) {
     inputs.push_back(prepare_operand(weight_tensor, dtype, device));
@@ -52,9 +52,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lerp_backward(const at::Tensor& g
                                                              const std::optional<at::Tensor>& end,
                                                              const std::optional<at::Tensor>& weight,
                                                              std::array<bool, 3> output_mask) {
-  static const std::array<const DispatchStub<PointwiseFn>*, 8> stubs{
-      nullptr,           &lerp_backward_1_stub, &lerp_backward_2_stub, &lerp_backward_3_stub,
-      &lerp_backward_4_stub, &lerp_backward_5_stub, &lerp_backward_6_stub, &lerp_backward_7_stub};
+  static const std::array<const DispatchStub<PointwiseFn>*, 8> stubs{nullptr,
+                                                                     &lerp_backward_1_stub,
+                                                                     &lerp_backward_2_stub,
+                                                                     &lerp_backward_3_stub,
+                                                                     &lerp_backward_4_stub,
+                                                                     &lerp_backward_5_stub,
+                                                                     &lerp_backward_6_stub,
+                                                                     &lerp_backward_7_stub};
   const at::ScalarType dtype = grad.scalar_type();
   check_result_dtype(dtype, "lerp_backward");
   const c10::Device device = grad.device();

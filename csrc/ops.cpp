@@ -6,8 +6,10 @@ namespace safe_ops {
 
 void check_result_dtype(at::ScalarType dtype, const char* op_name) {
   TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-                   "safe_ops.", op_name, " supports float16, bfloat16, float32 and float64 results, but the inputs "
-                   "promote to ", dtype, ". Use the torch op for other dtypes.");
+                   "safe_ops.", op_name,
+                   " supports float16, bfloat16, float32 and float64 results, but the inputs "
+                   "promote to ",
+                   dtype, ". Use the torch op for other dtypes.");
 }
 
 at::ScalarType promoted_dtype(at::TensorList operands) {
@@ -58,8 +60,8 @@ at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, cons
 std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, int noutputs,
                                       at::TensorList inputs, double scalar, c10::Device device) {
   OpDeviceGuard guard(device);
-  const std::vector<at::Tensor> outputs = out.defined() ? std::vector<at::Tensor>{out}
-                                                        : std::vector<at::Tensor>(static_cast<size_t>(noutputs));
+  const std::vector<at::Tensor> outputs =
+      out.defined() ? std::vector<at::Tensor>{out} : std::vector<at::Tensor>(static_cast<size_t>(noutputs));
   at::TensorIterator iter = make_iterator(outputs, inputs);
   if (iter.numel() > 0) stub(device.type())(iter, formulas::Scalars{scalar, 0.0});
   std::vector<at::Tensor> results;
@@ -99,9 +101,8 @@ std::tuple<at::Tensor, at::Tensor> run_value_op_backward(const ValueOpBackwardSt
     return {grads[0], grads[1]};
   }
   if (want1) return {run_pointwise(stubs.grad1, at::Tensor(), 1, {grad, operand(t2)}, v, device)[0], at::Tensor()};
-  const std::vector<at::Tensor> inputs =
-      stubs.grad2_reads_t2 ? std::vector<at::Tensor>{grad, operand(t1), operand(t2)}
-                           : std::vector<at::Tensor>{grad, operand(t1)};
+  const std::vector<at::Tensor> inputs = stubs.grad2_reads_t2 ? std::vector<at::Tensor>{grad, operand(t1), operand(t2)}
+                                                              : std::vector<at::Tensor>{grad, operand(t1)};
   return {at::Tensor(), run_pointwise(stubs.grad2, at::Tensor(), 1, inputs, v, device)[0]};
 }
 

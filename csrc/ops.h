@@ -30,8 +30,9 @@ c10::Device common_device(at::TensorList tensors);
 // `t` converted to `dtype` and, if it is a 0-dim CPU tensor, moved to `device`; `t` itself when nothing changes.
 at::Tensor prepare_operand(const at::Tensor& t, at::ScalarType dtype, c10::Device device);
 
-// A TensorIterator over [outputs..., inputs...]. It borrows the tensors: they must outlive it. Undefined outputs are allocated with torch's elementwise
-// layout rules; defined outputs (in-place ops) must already have the broadcast shape: they are never resized.
+// A TensorIterator over [outputs..., inputs...]. It borrows the tensors: they must outlive it. Undefined outputs are
+// allocated with torch's elementwise layout rules; defined outputs (in-place ops) must already have the broadcast
+// shape: they are never resized.
 at::TensorIterator make_iterator(at::TensorList outputs, at::TensorList inputs);
 
 // Device guard for the op's device, a no-op on the CPU.
@@ -79,6 +80,6 @@ at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, cons
 
 // Registers the same device-agnostic implementations for both device keys; the kernels differ per device
 // through their DispatchStubs.
-#define SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)                 \
-  TORCH_LIBRARY_IMPL(safe_ops, CPU, m) { register_impls(m); }     \
+#define SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)            \
+  TORCH_LIBRARY_IMPL(safe_ops, CPU, m) { register_impls(m); } \
   TORCH_LIBRARY_IMPL(safe_ops, CUDA, m) { register_impls(m); }

@@ -165,13 +165,12 @@ using S = const c10::Scalar&;
 using TensorList = at::TensorList;
 using Weights = std::optional<at::ArrayRef<double>>;
 
-#define SAFE_OPS_FAST_ENTRY(py_name, schema_name, overload, ...)                               \
-  PyObject* py_name(PyObject*, PyObject* const* args, Py_ssize_t nargs) {                     \
-    HANDLE_TH_ERRORS                                                                          \
-    static const auto op =                                                                    \
-        c10::Dispatcher::singleton().findSchemaOrThrow(schema_name, overload).typed<__VA_ARGS__>(); \
-    return call_fast(op, args, nargs);                                                        \
-    END_HANDLE_TH_ERRORS                                                                      \
+#define SAFE_OPS_FAST_ENTRY(py_name, schema_name, overload, ...)                                                       \
+  PyObject* py_name(PyObject*, PyObject* const* args, Py_ssize_t nargs) {                                              \
+    HANDLE_TH_ERRORS                                                                                                   \
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(schema_name, overload).typed<__VA_ARGS__>(); \
+    return call_fast(op, args, nargs);                                                                                 \
+    END_HANDLE_TH_ERRORS                                                                                               \
   }
 
 #define SAFE_OPS_METHOD(name) \

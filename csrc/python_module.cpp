@@ -20,14 +20,14 @@ namespace {
 
 // The in-place decisions, in value order; exported by name as _C.DECISIONS (Python's Decision enum is built
 // from it). The rule table is README.md's "When does `add_` write in place?".
-#define SAFE_OPS_DECISIONS(_)                                                                  \
-  _(IN_PLACE)                                                                                  \
+#define SAFE_OPS_DECISIONS(_)                                                                      \
+  _(IN_PLACE)                                                                                      \
   _(COPY_LEAF_REQUIRES_GRAD)  /* grad mode: writing a leaf that requires grad is the leaf error */ \
-  _(COPY_VIEW)                /* its base (or autograd's view rules) may forbid the write */   \
-  _(COPY_INTERNAL_OVERLAP)    /* several elements share memory (expanded tensor) */            \
-  _(COPY_HELD_ELSEWHERE)      /* another holder of this TensorImpl: a node saved it */         \
-  _(COPY_SHARED_STORAGE)      /* another tensor shares the memory: a saved output, .data */    \
-  _(COPY_INFERENCE)           /* inference tensor outside inference mode */                    \
+  _(COPY_VIEW)                /* its base (or autograd's view rules) may forbid the write */       \
+  _(COPY_INTERNAL_OVERLAP)    /* several elements share memory (expanded tensor) */                \
+  _(COPY_HELD_ELSEWHERE)      /* another holder of this TensorImpl: a node saved it */             \
+  _(COPY_SHARED_STORAGE)      /* another tensor shares the memory: a saved output, .data */        \
+  _(COPY_INFERENCE)           /* inference tensor outside inference mode */                        \
   _(COPY_HOOKS_ACTIVE)        /* saved_tensors_hooks: a hook may hold it where counts can't see */ \
   _(RAISE_SAVED_LEAF_NO_GRAD) /* no_grad write of a Parameter that a pending backward saved */
 
@@ -42,8 +42,7 @@ Decision decide(const at::Tensor& t) {
   const bool grad_mode = c10::GradMode::is_enabled();
   const bool leaf_requires_grad = t.requires_grad() && t.is_leaf();
   // A leaf in a live graph is also held by its AccumulateGrad node, which never reads the value.
-  const long expected_uses =
-      1 + ((leaf_requires_grad && torch::autograd::impl::try_get_grad_accumulator(t)) ? 1 : 0);
+  const long expected_uses = 1 + ((leaf_requires_grad && torch::autograd::impl::try_get_grad_accumulator(t)) ? 1 : 0);
   const bool held_elsewhere = static_cast<long>(t.use_count()) > expected_uses;
   const bool shared_storage = t.unsafeGetTensorImpl()->storage().use_count() > 1;
   const bool overlap = at::has_internal_overlap(t) == at::MemOverlap::Yes;
@@ -75,7 +74,6 @@ PyObject* inplace_decision(PyObject* /*module*/, PyObject* arg) {
     return nullptr;
   }
 }
-
 
 // ("IN_PLACE", ...), indexed by Decision.
 PyObject* decision_names() {

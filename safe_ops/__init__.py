@@ -5,8 +5,10 @@ save only what their backward reads. In-place-when-safe variants (``add_`` ...) 
 when that cannot invalidate the autograd graph and otherwise return a new tensor: rebind the result,
 ``total = safe_ops.add_(total, x)``. Every op is declared once in ``safe_ops/_declarations.py``.
 """
-from . import _fake  # noqa: F401  (registers the fake kernels)
-from . import _wrappers
+from . import (
+    _fake,  # noqa: F401  (registers the fake kernels)
+    _wrappers,
+)
 from ._declarations import public_names
 from ._inplace import Decision, can_write_inplace, inplace_decision
 from .errors import InplaceHazardError

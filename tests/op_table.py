@@ -107,7 +107,7 @@ ACCUMULATE_CASES = [
 
 def accumulate_samples(dtype, device, requires_grad=False):
     for shapes, layouts, large in ACCUMULATE_CASES:
-        xs = [make_tensor(s, dtype, device, l).requires_grad_(requires_grad) for s, l in zip(shapes, layouts)]
+        xs = [make_tensor(s, dtype, device, lay).requires_grad_(requires_grad) for s, lay in zip(shapes, layouts)]
         k = len(xs)
         desc = f"K={k} {shapes[0]}"
         yield Sample((xs,), {}, desc + " weights=None", large)
@@ -130,7 +130,8 @@ def addcmul_samples(dtype, device, requires_grad=False):
         args = tuple(make_tensor(s, dtype, device).requires_grad_(requires_grad) for s in shapes)
         yield Sample(args, {}, f"{shapes}", large)
         yield Sample(args, {"value": -0.5}, f"{shapes} value=-0.5", large)
-    t = tuple(make_tensor((3, 4), dtype, device, l).requires_grad_(requires_grad) for l in ("transposed", "sliced", "offset"))
+    layouts = ("transposed", "sliced", "offset")
+    t = tuple(make_tensor((3, 4), dtype, device, lay).requires_grad_(requires_grad) for lay in layouts)
     yield Sample(t, {"value": 2}, "transposed/sliced/offset value=2")
 
 

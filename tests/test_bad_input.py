@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import safe_ops
+
 from op_table import OP_TABLE
 
 CASES = [(info, case) for info in OP_TABLE for case in info.error_inputs()]

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import safe_ops
+
 from op_table import OP_TABLE, check_gradients, op_ids
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

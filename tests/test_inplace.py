@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import safe_ops
-from op_table import inplace_variants
 from safe_ops import Decision, InplaceHazardError
+
+from op_table import inplace_variants
 
 # Each variant updates `t` with operand `o`: the safe_ops in-place-when-safe call and its out-of-place torch
 # reference (what the result must equal, values and gradients), one per op of the op table.
@@ -319,7 +320,7 @@ def test_ema_buffer_update_is_in_place():
     ema = torch.zeros(8)
     ptr = ema.data_ptr()
     reference = torch.zeros(8)
-    for step in range(5):
+    for _ in range(5):
         x = torch.randn(8)
         with torch.no_grad():
             ema = safe_ops.lerp_(ema, x, 1 - 0.9)

@@ -1,7 +1,7 @@
 """import safe_ops without a usable extension fails with a message that says what to do."""
+import pathlib
 import subprocess
 import sys
-import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

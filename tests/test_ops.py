@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import safe_ops
+
 from op_table import FLOAT_DTYPES, OP_TABLE, check_gradients, op_ids, replace_tensors
 
 CUDA = torch.cuda.is_available()

@@ -21,12 +21,12 @@ using DotManySig = at::Tensor(const at::Tensor&, at::TensorList);
 struct AccumulateBackward final : Node {
   // Inputs (next edges) in order: [out] (in-place only, weight 1), x_0 .. x_{K-1}, [weights tensor].
   int64_t offset = 0;
-  int64_t n_inputs = 0;            // offset + K
-  ReduceShapes shapes;             // of those inputs
-  std::vector<double> weights;     // K numbers, when there is no weights tensor
+  int64_t n_inputs = 0;         // offset + K
+  ReduceShapes shapes;          // of those inputs
+  std::vector<double> weights;  // K numbers, when there is no weights tensor
   // With number weights, a tensor listed several times gets its summed weight at its first listing and no
   // gradient (zero) at the others: one (Σw)·grad instead of one w_i·grad each, as the forward reads it once.
-  std::vector<bool> repeated;      // K entries, or empty when no tensor repeats
+  std::vector<bool> repeated;  // K entries, or empty when no tensor repeats
   bool has_weights_tensor = false;
   SavedVariable weights_;          // saved when some x_i needs a gradient
   std::vector<SavedVariable> xs_;  // saved when the weights tensor needs a gradient
@@ -84,8 +84,7 @@ struct AccumulateBackward final : Node {
         // Dispatcher ops only (no host-built index tensor), so that tracing under FakeTensor works.
         std::vector<at::Tensor> selected_weights;
         for (int64_t i : fused) selected_weights.push_back(w.select(0, i - offset));
-        const at::Tensor selected =
-            static_cast<int64_t>(fused.size()) == w.size(0) ? w : at::stack(selected_weights);
+        const at::Tensor selected = static_cast<int64_t>(fused.size()) == w.size(0) ? w : at::stack(selected_weights);
         scaled = scale_many.call(grad, selected);
       } else {
         static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
@@ -165,8 +164,7 @@ at::Tensor accumulate_weights_tensor_autograd(at::TensorList tensors, const at::
   return result;
 }
 
-void accumulate_inplace_autograd(at::Tensor& out, at::TensorList tensors,
-                                 std::optional<at::ArrayRef<double>> weights) {
+void accumulate_inplace_autograd(at::Tensor& out, at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
   static const auto op = find_op<ListInplaceSig>("safe_ops::accumulate_inplace", "");
   auto node = make_accumulate_node(&out, tensors, weights, nullptr);
   check_inplace(out, static_cast<bool>(node));

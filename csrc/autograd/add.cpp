@@ -7,7 +7,7 @@ namespace {
 
 struct AddBackward final : Node {
   ReduceShapes shapes;  // [self, other]
-  double alpha = 1.0;  // already negated for sub
+  double alpha = 1.0;   // already negated for sub
   bool other_is_tensor = true;
 
   variable_list apply(variable_list&& grads) override {
@@ -27,8 +27,8 @@ struct AddBackward final : Node {
 using AddNodePtr = decltype(make_node<AddBackward>());
 
 AddNodePtr make_add_node(const at::Tensor& self, const at::Tensor* other, double alpha) {
-  const bool requires_grad = other ? torch::autograd::compute_requires_grad(self, *other)
-                                   : torch::autograd::compute_requires_grad(self);
+  const bool requires_grad =
+      other ? torch::autograd::compute_requires_grad(self, *other) : torch::autograd::compute_requires_grad(self);
   if (!requires_grad) return {};
   auto node = make_node<AddBackward>();
   node->alpha = alpha;
@@ -68,8 +68,8 @@ at::Tensor scalar_autograd(const at::Tensor& self, const at::Scalar& other, cons
 
 template <int Sign>
 void tensor_inplace_autograd(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
-  static const auto op = find_op<TensorInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace",
-                                                   "Tensor");
+  static const auto op =
+      find_op<TensorInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace", "Tensor");
   auto node = make_add_node(self, &other, Sign * alpha.toDouble());
   check_inplace(self, static_cast<bool>(node));
   call_below_autograd(op, self, other, alpha);
@@ -78,8 +78,8 @@ void tensor_inplace_autograd(at::Tensor& self, const at::Tensor& other, const at
 
 template <int Sign>
 void scalar_inplace_autograd(at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  static const auto op = find_op<ScalarInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace",
-                                                   "Scalar");
+  static const auto op =
+      find_op<ScalarInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace", "Scalar");
   auto node = make_add_node(self, nullptr, 1.0);
   check_inplace(self, static_cast<bool>(node));
   call_below_autograd(op, self, other, alpha);

@@ -54,9 +54,7 @@ class ReduceShapes {
     return sizes_.empty() ? grad : at::sum_to(grad, c10::SymIntArrayRef(sizes_[i]));
   }
   // Whether input i has grad's (the output's) shape.
-  bool is_full(const at::Tensor& grad, size_t i) const {
-    return sizes_.empty() || grad.sym_sizes().equals(sizes_[i]);
-  }
+  bool is_full(const at::Tensor& grad, size_t i) const { return sizes_.empty() || grad.sym_sizes().equals(sizes_[i]); }
 
  private:
   template <typename It, typename Get>
@@ -89,9 +87,7 @@ auto make_node() {
 
 // The double-backward rule: when the backward itself is being differentiated (create_graph=True), the
 // Nodes use differentiable aten compositions instead of the fused backward ops.
-inline bool backward_needs_graph() {
-  return c10::GradMode::is_enabled();
-}
+inline bool backward_needs_graph() { return c10::GradMode::is_enabled(); }
 
 // A formula of csrc/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
 // (create_graph=True) computes the same expression as the fused kernels.

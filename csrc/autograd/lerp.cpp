@@ -11,9 +11,10 @@ using TensorSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Ten
 using ScalarInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Scalar&);
 using TensorInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Tensor&);
 using ScaleManySig = std::vector<at::Tensor>(const at::Tensor&, at::ArrayRef<double>);
-using BackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-    const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&, std::array<bool, 3>);
+using BackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const std::optional<at::Tensor>&,
+                                                                   const std::optional<at::Tensor>&,
+                                                                   const std::optional<at::Tensor>&,
+                                                                   std::array<bool, 3>);
 
 struct LerpScalarBackward final : Node {
   ReduceShapes shapes;  // [self, end]

@@ -83,8 +83,7 @@ at::Tensor value_op_autograd(const at::Tensor& self, const at::Tensor& t1, const
 }
 
 template <typename Traits>
-void value_op_inplace_autograd(at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2,
-                               const at::Scalar& value) {
+void value_op_inplace_autograd(at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2, const at::Scalar& value) {
   using Sig = void(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Scalar&);
   static const auto op = find_op<Sig>(Traits::kInplaceOp, "");
   auto node = make_value_op_node<Traits>(self, t1, t2, value);

@@ -15,8 +15,8 @@ using opmath_t = at::opmath_type<scalar_t>;
 // + w_0·x_0 + ... + w_{G-1}·x_{G-1}. Up to eight inputs per pass keep the accumulator traffic low; the last group
 // stores straight to out, rounding once.
 template <int G, bool kFirst, bool kLast, typename scalar_t>
-void accumulate_group(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x,
-                      const opmath_t<scalar_t>* w, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
+void accumulate_group(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x, const opmath_t<scalar_t>* w,
+                      int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
   using op_t = opmath_t<scalar_t>;
 #pragma GCC ivdep  // out may be x[0] (in place), element for element
   for (int64_t j = 0; j < len; ++j) {
@@ -56,9 +56,8 @@ void accumulate_group(int g, opmath_t<scalar_t>* acc, scalar_t* out, const scala
 // `acc` (opmath, at least len entries), left to right as the strided loop sums. Inputs up to eight at a time:
 // on the 2-core EPYC dev machine more inputs per pass beat fewer (fewer trips through acc).
 template <typename scalar_t>
-void accumulate_block(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x,
-                      const opmath_t<scalar_t>* w, int k, int64_t len, bool has_scalar,
-                      opmath_t<scalar_t> scalar_term) {
+void accumulate_block(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x, const opmath_t<scalar_t>* w,
+                      int k, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
   constexpr int kMaxGroup = 8;
   const int ngroups = (k + kMaxGroup - 1) / kMaxGroup;
   const int group = (k + ngroups - 1) / ngroups;  // balanced: 9 inputs as 5 + 4, not 8 + 1

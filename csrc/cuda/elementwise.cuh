@@ -147,9 +147,8 @@ __global__ void __launch_bounds__(kThreads)
 // General strides / broadcast (zero strides): byte offsets from torch's OffsetCalculator, so n < 2^31 and
 // offsets fit 32 bits (the host splits bigger iterators with with_32bit_indexing()).
 template <typename scalar_t, typename Op>
-__global__ void __launch_bounds__(kThreads) strided_kernel(Ptrs<Op::kOut + Op::kIn> ptrs,
-                                                           OffsetCalculator<Op::kOut + Op::kIn> calc, int64_t n,
-                                                           Op op) {
+__global__ void __launch_bounds__(kThreads)
+    strided_kernel(Ptrs<Op::kOut + Op::kIn> ptrs, OffsetCalculator<Op::kOut + Op::kIn> calc, int64_t n, Op op) {
   using opmath_t = at::opmath_type<scalar_t>;
   using offset_t = typename OffsetCalculator<Op::kOut + Op::kIn>::offset_type;
   constexpr int kOut = Op::kOut, kIn = Op::kIn;

@@ -20,8 +20,7 @@ void check_coeffs(const at::TensorIteratorBase& iter, const LinearCoeffs& c, int
     const at::Tensor& w = c.weights_tensor;
     TORCH_INTERNAL_ASSERT(w.scalar_type() == at::kDouble && w.dim() == 1 && w.is_contiguous() && w.numel() == k &&
                               w.device() == iter.device(0),
-                          "safe_ops: weights tensor must be a contiguous float64 [", k, "] tensor on ",
-                          iter.device(0));
+                          "safe_ops: weights tensor must be a contiguous float64 [", k, "] tensor on ", iter.device(0));
   } else {
     TORCH_INTERNAL_ASSERT(static_cast<int64_t>(c.weights.size()) == k, "safe_ops: expected ", k, " weights, got ",
                           c.weights.size());
