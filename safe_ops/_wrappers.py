@@ -87,26 +87,30 @@ def _tuple(items: List[str]) -> str:
     return "(" + "".join(f"{i}, " for i in items) + ")"
 
 
+def _branches(op: Op, body: Callable[[Overload], List[str]]) -> List[str]:
+    """One branch per overload, in declaration order: `if <when>:` and its body, the unconditional one last."""
+    lines: List[str] = []
+    for ov in op.overloads:
+        if ov.when == "True":
+            return lines + ["    " + line for line in body(ov)]
+        lines.append(f"    if {ov.when}:")
+        lines += ["        " + line for line in body(ov)]
+    return lines
+
+
 def _functional_source(op: Op) -> str:
     names = list(op.params)
-    lines = [f"def {op.name}({_python_params(op, op.params)}):"]
-    for ov in op.overloads:
-        args = ov.parsed()
-        indent = "    "
-        if ov.when != "True":
-            lines.append(f"    if {ov.when}:")
-            indent = "        "
-        entry = entry_name(op.name, ov.name)
-        lines += [
-            f"{indent}if not is_compiling():",
-            f"{indent}    result = _C.{entry}({', '.join(names)})",
-            f"{indent}    if result is not NotImplemented:",
-            f"{indent}        return result",
-            f"{indent}return {_slow_call(_overload_path(op.name, ov), args, names)}",
+
+    def body(ov: Overload) -> List[str]:
+        return [
+            "if not is_compiling():",
+            f"    result = _C.{entry_name(op.name, ov.name)}({', '.join(names)})",
+            "    if result is not NotImplemented:",
+            "        return result",
+            f"return {_slow_call(_overload_path(op.name, ov), ov.parsed(), names)}",
         ]
-        if ov.when == "True":
-            break
-    return "\n".join(lines) + "\n"
+
+    return "\n".join([f"def {op.name}({_python_params(op, op.params)}):"] + _branches(op, body)) + "\n"
 
 
 def _inplace_source(op: Op) -> str:
@@ -119,11 +123,8 @@ def _inplace_source(op: Op) -> str:
         if arg.type == "Tensor[]":  # iterated below; an empty list is an error before anything is decided
             lines += [f"    {p} = list({p})", f"    if not {p}:",
                       f"        raise RuntimeError('safe_ops.{fn} expects a non-empty list of tensors')"]
-    for ov in op.overloads:
-        indent = "    "
-        if ov.when != "True":
-            lines.append(f"    if {ov.when}:")
-            indent = "        "
+
+    def body(ov: Overload) -> List[str]:
         elementwise, coefficients, numbers = _operands(op, ov)
         if not op.inplace_target:
             elementwise = elementwise[1:]  # the target itself
@@ -139,20 +140,19 @@ def _inplace_source(op: Op) -> str:
         else:
             fits = f"_fits_same_dtype({target}, {shaped}, {_tuple(coefficients)})"
         fallback = ov.inplace_fallback or f"{op.name}({', '.join(_keyword_call(op, op.params))})"
-        slow = _slow_call(_overload_path(op.name + "_inplace", ov), [Arg("Tensor", target, None, False)]
-                          + ov.parsed() if op.inplace_target else ov.parsed(), names)
-        lines += [
-            f"{indent}if {never}{plain} and {entry}({call_args}) is not NotImplemented:",
-            f"{indent}    return {target}",
-            f"{indent}if _writable({fn!r}, {target}, {others}, {never}{fits}):",
-            f"{indent}    if is_compiling() or {entry}({call_args}) is NotImplemented:",
-            f"{indent}        {slow}",
-            f"{indent}    return {target}",
-            f"{indent}return {fallback}",
+        schema = ([Arg("Tensor", target, None, False)] if op.inplace_target else []) + ov.parsed()
+        slow = _slow_call(_overload_path(op.name + "_inplace", ov), schema, names)
+        return [
+            f"if {never}{plain} and {entry}({call_args}) is not NotImplemented:",
+            f"    return {target}",
+            f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
+            f"    if is_compiling() or {entry}({call_args}) is NotImplemented:",
+            f"        {slow}",
+            f"    return {target}",
+            f"return {fallback}",
         ]
-        if ov.when == "True":
-            break
-    return "\n".join(lines) + "\n"
+
+    return "\n".join(lines + _branches(op, body)) + "\n"
 
 
 def _keyword_call(op: Op, names) -> List[str]:
@@ -164,14 +164,8 @@ def _keyword_call(op: Op, names) -> List[str]:
 
 
 def _selector_source(op: Op) -> str:
-    lines = [f"def select({_python_params(op, op.params)}):"]
-    for ov in op.overloads:
-        path = _overload_path(op.name, ov)
-        if ov.when == "True":
-            lines.append(f"    return {path}")
-            break
-        lines += [f"    if {ov.when}:", f"        return {path}"]
-    return "\n".join(lines) + "\n"
+    body = _branches(op, lambda ov: [f"return {_overload_path(op.name, ov)}"])
+    return "\n".join([f"def select({_python_params(op, op.params)}):"] + body) + "\n"
 
 
 def _namespace() -> dict:
