@@ -18,7 +18,8 @@ from ._inplace import (
     sub_,
 )
 from ._ops import accumulate, add, addcmul, lerp, sub
-from .guard import guard
+from . import guard  # the package, callable: safe_ops.guard(mode) is a Guard
+from .guard import Guard
 
 __all__ = [
     "add",
@@ -36,4 +37,5 @@ __all__ = [
     "Decision",
     "InplaceHazardError",
     "guard",
+    "Guard",
 ]
