@@ -37,6 +37,8 @@ Design (one module per job)
   alias. A checked write outside a record's bytes that still bumps its shared version counter is accepted.
   While any dispatch mode is active PyTorch's ``_foreach_*_`` ops skip version bumps on tensors that require
   grad: the mode bumps them, so graphs built outside the guard keep PyTorch's own check.
+- ``_backward``: backward (``Tensor.backward``, ``torch.autograd.grad``) runs without the mode, which would
+  double a training step's cost; what backward reads is still checked when it is unpacked.
 - ``_torch``: the private torch entry points used, each with a fallback.
 
 Costs: each op pays the Python dispatch of the mode (a few microseconds); each saved tensor one record (about

@@ -68,8 +68,10 @@ class Guard:
     Writes are found through any alias of the saved memory (views, ``.data``, ``.detach()``, other dtypes) and
     only where they touch the saved bytes. Records are released with their graph. State is per thread: a guard
     checks the ops its thread runs, against tensors saved by any thread's guard. Guards nest; the innermost
-    decides the mode. Saved for backward: nothing beyond what autograd saves (the records alias it; in copy
-    mode, the copies). Code compiled by torch.compile is not checked.
+    decides the mode. A backward run inside a guard runs without its dispatch mode (at the cost of the forward
+    alone); a write it makes into a saved value fails when that value is unpacked. Saved for backward: nothing
+    beyond what autograd saves (the records alias it; in copy mode, the copies). Code compiled by torch.compile
+    is not checked.
     """
 
     InplaceHazardWarning = InplaceHazardWarning

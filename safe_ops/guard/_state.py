@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..errors import InplaceHazardError
 from . import _hooks, _notices
+from ._backward import patch_backward
 from . import _records as rec
 from ._cow import copy_saved
 from ._extent import Extent, elements_overlap, extent
@@ -106,6 +107,7 @@ class ThreadState:
             self.hooks_pushed = False
             warnings.warn(f"safe_ops.guard: cannot record saved tensors here ({error}); nothing is checked.")
         _hooks.patch_push(+1)
+        patch_backward(+1)
 
     def uninstall(self) -> None:
         try:
@@ -118,6 +120,7 @@ class ThreadState:
                 self.saw_compiled = False
                 _notices.say_compiled(stacklevel=5)  # the user's `with` line
             _hooks.patch_push(-1)
+            patch_backward(-1)
             if self.hooks_pushed:
                 self.hooks_pushed = False
                 _hooks.clear_thread_hooks()

@@ -176,3 +176,63 @@ def test_write_after_the_guard_fails_at_backward_instead_of_silently():
     with pytest.raises(InplaceHazardError, match="did not see the write"):
         y.sum().backward()
 
+
+class _Recorder(torch.autograd.Function):
+    """Identity whose backward records the innermost dispatch mode it runs under, and optionally writes into
+    what it saved (a tensor another node saved too)."""
+
+    modes = []
+
+    @staticmethod
+    def forward(ctx, a, write):
+        ctx.save_for_backward(a)
+        ctx.write = write
+        return a * 1
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        _Recorder.modes.append(torch.utils._python_dispatch._get_current_dispatch_mode())
+        if ctx.write:
+            with torch.no_grad():
+                a.mul_(2)
+        return grad, None
+
+
+class _Counting(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_backward_inside_the_guard_runs_without_its_mode():
+    """The mode would double a training step's cost; backward and autograd.grad run without it (a user's mode
+    entered inside the guard stays), and the entry points are torch's own again after the guard."""
+    original = torch.autograd.backward, torch.autograd.grad
+    _Recorder.modes.clear()
+    x = leaf(3, 4)
+    with safe_ops.guard():
+        _Recorder.apply(x.sigmoid(), False).sum().backward()
+        torch.autograd.grad(_Recorder.apply(x.exp(), False).sum(), x)
+        with _Counting() as counting:
+            _Recorder.apply(x.tanh(), False).sum().backward()
+    assert _Recorder.modes[:2] == [None, None] and _Recorder.modes[2] is counting and counting.ops > 3
+    assert (torch.autograd.backward, torch.autograd.grad) == original
+    s = x.detach().sigmoid()
+    torch.testing.assert_close(x.grad, s * (1 - s) + 1 - x.detach().tanh() ** 2)
+
+
+def test_write_during_backward_into_a_saved_value_still_fails():
+    """Backward is not watched, but what it reads is: a write there into a value a later node reads fails at
+    that unpack (the guard's version check), as PyTorch's own check fails without the guard."""
+    x = leaf(3, 4)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        _Recorder.apply(x.exp(), True).sum().backward()
+    with safe_ops.guard():
+        with pytest.raises(InplaceHazardError, match="ExpBackward0 saved for backward.*did not see the write"):
+            _Recorder.apply(x.exp(), True).sum().backward()
+    assert live_records() == 0
