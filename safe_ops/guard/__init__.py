@@ -5,6 +5,7 @@ failed), and never notices it for writes through ``.data`` or while ``saved_tens
 
     with safe_ops.guard("raise"):      # or "warn", "copy"; also @safe_ops.guard("warn") on a function
         loss = model(x)
+    python -m safe_ops.guard train.py  # the whole program, unchanged (see _cli)
 
 This module is callable: ``safe_ops.guard(mode)`` is ``Guard(mode)``.
 
@@ -40,6 +41,8 @@ Design (one module per job)
 - ``_backward``: backward (``Tensor.backward``, ``torch.autograd.grad``) runs without the mode, which would
   double a training step's cost; what backward reads is still checked when it is unpacked.
 - ``_torch``: the private torch entry points used, each with a fallback.
+- ``__main__``, ``_cli`` (arguments, running the program as Python would) and ``_session`` (a guard in every
+  thread, the reports): ``python -m safe_ops.guard``.
 
 Costs: each op pays the Python dispatch of the mode (a few microseconds); each saved tensor one record (about
 5 us on a CPU core). Compiled regions (torch.compile) run without the mode (they are not checked); the guard

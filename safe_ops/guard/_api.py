@@ -63,7 +63,7 @@ class Guard:
     reads the clone, so gradients are those of the out-of-place program; nothing is copied when nothing is
     written. ``guard.stats`` counts the copies and their bytes.
     ``on_hazard``: called with a :class:`Hazard` (the report as data) at each hazard, in any mode, before the
-    guard acts on it.
+    guard acts on it (``python -m safe_ops.guard`` builds its reports from it).
 
     Writes are found through any alias of the saved memory (views, ``.data``, ``.detach()``, other dtypes) and
     only where they touch the saved bytes. Records are released with their graph. State is per thread: a guard
