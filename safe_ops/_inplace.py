@@ -16,12 +16,7 @@ from torch import Tensor
 from . import _C
 from ._promotion import accumulate_dtype
 from .errors import InplaceHazardError
-
-
-def hooks_are_only_guards() -> bool:
-    from .guard import hooks_are_only_guards as only_guards  # TEMP until the guard package lands
-
-    return only_guards()
+from .guard._hooks import hooks_are_only_guards
 
 # Why a tensor can or cannot be written in place: the names and values of the C++ enum.
 Decision = IntEnum("Decision", [(name, value) for value, name in enumerate(_C.DECISIONS)])
