@@ -47,8 +47,8 @@ _internal_code: Dict[Any, bool] = {}
 
 
 def is_internal_file(name: str) -> bool:
-    """Whether a source file belongs to torch, safe_ops or a frozen module."""
-    return name.startswith(INTERNAL_DIRS) or name.startswith("<frozen")
+    """Whether a source file belongs to torch, safe_ops (its generated wrappers too) or a frozen module."""
+    return name.startswith(INTERNAL_DIRS) or name.startswith(("<frozen", "<safe_ops generated"))
 
 
 def is_internal(code: Any) -> bool:
