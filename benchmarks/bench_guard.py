@@ -6,24 +6,30 @@
    (``add``, no grad), an in-place op (``add_``), and ops that save one / two tensors for backward (``sigmoid``,
    ``mul`` with grad; the result is dropped each call, so the graph and its records are freed in the loop).
    Reported in µs per call (median over samples of a ``CALLS``-call loop) and as a ratio to plain torch.
-2. Per training step (forward + backward + SGD step) of the small ResNet and transformer block the tests train,
-   with the same methods (allow_mutation runs backward inside its context, which it requires).
+2. Per training step (forward + backward + SGD step) of the small ResNet and transformer block the tests train
+   (``tests/models.py``, here wider), with the same methods (allow_mutation runs backward inside its context,
+   which it requires).
 3. Bytes copied by copy mode against ``allow_mutation_on_saved_tensors`` on the same cases (hazard catalogue
    rows and no-hazard writes), with both gradients checked against the out-of-place program.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import sys
 import time
 from typing import Callable, Dict, List, Tuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import safe_ops
 from harness import Context, Stats, main_for, progress, time_interleaved
+
+# The models are the tests' (tests/models.py): the steps timed here are the ones the guard tests check.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from models import SmallResNet, TransformerBlock  # noqa: E402
 
 SCENARIO = "7 guard"
 ORDER = 7
@@ -111,61 +117,9 @@ def _interleave_in_contexts(loops: Dict[str, Callable], samples: int) -> Dict[st
 # ---- training steps ---------------------------------------------------------------------------------------
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.down is None else self.down(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity
-        return self.relu(out)
-
-
-class SmallResNet(nn.Module):
-    def __init__(self, width=16):
-        super().__init__()
-        w = width
-        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
-        self.layers = nn.Sequential(BasicBlock(w, w), BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w))
-        self.fc = nn.Linear(2 * w, 10)
-
-    def forward(self, x):
-        x = self.layers(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-class TransformerBlock(nn.Module):
-    def __init__(self, d=64, heads=4):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, dropout=0.1, batch_first=True)
-        self.ln2 = nn.LayerNorm(d)
-        self.fc1 = nn.Linear(d, 4 * d)
-        self.fc2 = nn.Linear(4 * d, d)
-        self.drop = nn.Dropout(0.1, inplace=True)
-
-    def forward(self, x):
-        h = self.ln1(x)
-        a, _ = self.attn(h, h, h, need_weights=False)
-        x = x + self.drop(a)
-        h = self.fc2(F.gelu(self.fc1(self.ln2(x))))
-        h += x
-        return h
-
-
 MODELS = {
-    "ResNet (3 blocks, 8x3x16x16)": (SmallResNet, (8, 3, 16, 16)),
-    "transformer block (8x32x64)": (TransformerBlock, (8, 32, 64)),
+    "ResNet (3 blocks, 8x3x16x16)": (functools.partial(SmallResNet, width=16), (8, 3, 16, 16)),
+    "transformer block (8x32x64)": (functools.partial(TransformerBlock, d=64, heads=4), (8, 32, 64)),
 }
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -168,3 +169,24 @@ def test_bad_use_exits_2_with_usage(argv, message):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("usage: python -m safe_ops.guard [--mode raise|report|copy]") and message in r.stderr
 
+
+def _readme_troubleshooting():
+    """The README's troubleshooting section: its text blocks (PyTorch's error, then the command's outputs in
+    raise and report mode) and the script they come from."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Troubleshooting"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+    texts = [body for lang, body in blocks if lang == "text"]
+    (script,) = [body for lang, body in blocks if lang == "python" and body.startswith("# train.py")]
+    return texts, script
+
+
+def test_readme_troubleshooting_shows_what_the_command_prints(tmp_path):
+    (error, raised, reported), script = _readme_troubleshooting()
+    (tmp_path / "train.py").write_text(script)
+    plain, guard_raise, guard_report = run([sys.executable, "train.py"], GUARD + ["train.py"],
+                                           GUARD + ["--mode", "report", "train.py"], cwd=tmp_path)
+    assert plain.returncode == 1 and plain.stderr.splitlines()[-1] == error.strip()
+    assert guard_raise.returncode == 1 and guard_raise.stderr == raised
+    assert guard_report.returncode == 0 and guard_report.stderr == reported
