@@ -25,6 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import safe_ops
+
 from harness import Context, Stats, main_for, progress, time_interleaved
 
 # The models are the tests' (tests/models.py): the steps timed here are the ones the guard tests check.

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import safe_ops
+
 from harness import Context, main_for, progress
 
 SCENARIO = "4 training step (residual MLP)"
@@ -115,7 +116,8 @@ def run(ctx: Context) -> None:
     progress(f"{SCENARIO}: {params}")
     differ = check(ctx.device, params)
     nparams = sum(p.numel() for p in Model(params["d"], params["hidden"], params["layers"], False).parameters())
-    note = (f"loss and grads bitwise equal (asserted); updated weights equal to float32 rounding ({differ} of {nparams} differ in the last bits)")
+    note = (f"loss and grads bitwise equal (asserted); updated weights equal to float32 rounding ({differ} of "
+            f"{nparams} differ in the last bits)")
     progress("  " + note)
     ctx.bench_group(SCENARIO, make, list(METHODS), "step", params, ref="safe_ops",
                     extra={"safe_ops": {"note": note}})

@@ -32,7 +32,7 @@ def warn_once_per_line(message: str, site: Optional[Site]) -> None:
     if site is not None:
         warnings.warn_explicit(message, InplaceHazardWarning, site.filename, site.lineno)
     else:
-        warnings.warn(message, InplaceHazardWarning)
+        warnings.warn(message, InplaceHazardWarning, stacklevel=2)
 
 
 def say_compiled(th: Any = None, stacklevel: int = 3) -> None:

@@ -12,8 +12,8 @@ from torch import Tensor
 
 from ..errors import InplaceHazardError
 from . import _hooks, _notices
-from ._backward import patch_backward
 from . import _records as rec
+from ._backward import patch_backward
 from ._cow import copy_saved
 from ._extent import Extent, elements_overlap, extent
 from ._messages import Hazard, user_site
@@ -105,7 +105,8 @@ class ThreadState:
             _hooks.set_thread_hooks(pack if top is None else None, self.compose)
         except RuntimeError as error:  # saved_tensors_hooks disabled here (e.g. by a functorch transform)
             self.hooks_pushed = False
-            warnings.warn(f"safe_ops.guard: cannot record saved tensors here ({error}); nothing is checked.")
+            warnings.warn(f"safe_ops.guard: cannot record saved tensors here ({error}); nothing is checked.",
+                          stacklevel=3)
         _hooks.patch_push(+1)
         patch_backward(+1)
 

@@ -11,9 +11,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from guard_helpers import DT, XM, XW, Square, X, grads
 
 import safe_ops
-from guard_helpers import DT, XM, XW, X, Square, grads
 
 RELU_INPLACE = nn.ReLU(inplace=True)
 

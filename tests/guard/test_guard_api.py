@@ -10,11 +10,11 @@ import warnings
 
 import pytest
 import torch
+from guard_helpers import leaf, live_records, marked_line
+from hazard_catalogue import sigmoid_out_mul_
 
 import safe_ops
 import safe_ops.errors
-from guard_helpers import leaf, live_records, marked_line
-from hazard_catalogue import sigmoid_out_mul_
 from safe_ops import InplaceHazardError
 
 PACKAGE = pathlib.Path(safe_ops.guard.__file__).parent

@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-
-import safe_ops
 from guard_helpers import grads, leaf, live_records, marked_line, site
 from hazard_catalogue import CATALOGUE, IDS, reference_grads, sigmoid_out_mul_
+
+import safe_ops
 from safe_ops import InplaceHazardError
 
 InplaceHazardWarning = safe_ops.guard.InplaceHazardWarning

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-
 from guard_helpers import marked_line
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -100,7 +99,7 @@ def test_report_mode_lists_each_hazard_once_and_computes_out_of_place_gradients(
     assert got.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-12, atol=1e-12)
-    for name, (fn, node) in SITES.items():  # each ran twice: reported once, counted twice
+    for fn, _node in SITES.values():  # each ran twice: reported once, counted twice
         assert r.stderr.count(f"at {where(fn, 'WRITE')}") == 1, r.stderr
         assert f"hazards.py:{marked_line(fn, 'WRITE')}: " in r.stderr
     assert "6 unsafe in-place writes at 3 places" in r.stderr and r.stderr.count("(2 times") == 3

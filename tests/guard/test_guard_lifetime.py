@@ -1,7 +1,8 @@
 """Records die with their graph: after backward, when a graph is dropped, over 10000 steps."""
 
-import safe_ops
 from guard_helpers import XW, leaf, live_records
+
+import safe_ops
 from safe_ops.guard import _records
 
 

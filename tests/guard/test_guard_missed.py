@@ -3,11 +3,12 @@ foreach writes under a dispatch mode, writes after the guard; copy mode's one co
 """
 import pytest
 import torch
+from guard_helpers import DT, XW, leaf, live_records
 
 import safe_ops
-from guard_helpers import DT, XW, leaf, live_records
-from models import BasicBlock
 from safe_ops import InplaceHazardError
+
+from models import BasicBlock
 
 
 def test_data_write_is_caught_where_torch_is_silent():

@@ -3,11 +3,12 @@ under copy matches its out-of-place twin.
 """
 import pytest
 import torch
+from guard_helpers import DT
 
 import safe_ops
-from guard_helpers import DT
-from models import GatedBlock, SmallResNet, TransformerBlock
 from safe_ops import InplaceHazardError
+
+from models import GatedBlock, SmallResNet, TransformerBlock
 
 
 def _train(model_fn, data_fn, steps, context_fn, seed=0, **forward_kwargs):

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from guard_helpers import DT, XW, grads, leaf, live_records
 
 import safe_ops
-from guard_helpers import DT, XW, grads, leaf, live_records
 from safe_ops import InplaceHazardError
 from safe_ops.guard._extent import elements_overlap, extent
 

@@ -4,10 +4,10 @@ import warnings
 
 import pytest
 import torch
-
-import safe_ops
 from guard_helpers import leaf, live_records
 from hazard_catalogue import sigmoid_out_mul_
+
+import safe_ops
 from safe_ops import InplaceHazardError
 
 
@@ -41,7 +41,7 @@ def test_guard_cannot_be_reentered_and_rejects_unknown_modes():
 def test_exception_inside_guard_uninstalls_it():
     with pytest.raises(ZeroDivisionError):
         with safe_ops.guard():
-            1 / 0
+            _ = 1 / 0
     # the autouse fixture checks that no mode or hooks are left behind
 
 
