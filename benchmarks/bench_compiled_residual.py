@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 import torch
-from models import BasicBlock, SmallResNet
 
 import safe_ops
 
 from harness import Context, main_for, progress, time_interleaved
+from models import BasicBlock, SmallResNet
 
 SCENARIO = "7 compiled step, safe_ops.add_ residual"
 ORDER = 7
