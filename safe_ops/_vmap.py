@@ -1,0 +1,131 @@
+"""vmap batching rules for every declared op (``torch.library.register_vmap``): ``torch.vmap`` runs the fused
+kernel once over the whole batch instead of torch's per-sample fallback loop (and its performance warning).
+
+The ops are pointwise with broadcasting, so one rule serves them all: each batched tensor operand gets its batch
+dimension moved to the front and size-1 dimensions after it, so that its per-sample dimensions line up with the
+unbatched operands' under broadcasting; the op then broadcasts over the batch. ``accumulate`` does the same for
+every tensor of its list. A batched weights tensor (one weight vector per sample) cannot be one fused call; it is
+computed with torch ops. An in-place op writes through the same aligned view of its batched target.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from . import _native  # noqa: F401  (the ops must be registered first)
+from ._declarations import OPS, Op, Overload, qualified
+from ._promotion import accumulate_dtype
+
+
+def _logical_dim(t: Tensor, bdim: Optional[int]) -> int:
+    return t.dim() - (0 if bdim is None else 1)
+
+
+def _align(t: Tensor, bdim: Optional[int], rank: int) -> Tensor:
+    """A batched tensor as (B, 1, ..., 1, *per-sample shape) with `rank` dims after the batch: a view."""
+    if bdim is None:
+        return t
+    t = t.movedim(bdim, 0)
+    for _ in range(rank - (t.dim() - 1)):
+        t = t.unsqueeze(1)
+    return t
+
+
+def _flat(args: Sequence, dims: Sequence, tensor_positions: Sequence[int]):
+    """(tensor, bdim) of every elementwise tensor operand, list members included."""
+    for i in tensor_positions:
+        if isinstance(args[i], (list, tuple)):
+            yield from zip(args[i], dims[i])
+        elif isinstance(args[i], Tensor):
+            yield args[i], dims[i]
+
+
+def _stand_in(t: Tensor, bdim: Optional[int]) -> Tensor:
+    # Promotion depends only on dtype and on being 0-dim or not.
+    return torch.empty((1,) * min(_logical_dim(t, bdim), 1), dtype=t.dtype, device="meta")
+
+
+def _weighted_sum(tensors: List[Tensor], weights: Tensor, dtype: torch.dtype, rank: int) -> Tensor:
+    """Σ weights[:, i]·tensors[i] for per-sample weights (B, K), in float32 at least (as the kernels' opmath)."""
+    compute = torch.promote_types(dtype, torch.float32)
+    total = None
+    for i, x in enumerate(tensors):
+        w = weights[:, i].reshape((-1,) + (1,) * rank).to(compute)
+        term = x.to(compute) * w
+        total = term if total is None else total + term
+    return total.to(dtype)
+
+
+def _rule_for(op: Op, ov: Overload, inplace: bool):
+    parsed = ov.parsed()
+    offset = 1 if inplace and op.inplace_target else 0  # accumulate_(out, tensors, ...): out leads
+    positions = list(range(offset))
+    coefficient = None
+    for i, (name, arg) in enumerate(zip(op.params, parsed), start=offset):
+        if arg.type in ("Tensor", "Tensor[]") and name not in op.coefficients:
+            positions.append(i)
+        elif arg.type == "Tensor":
+            coefficient = i
+    packet = getattr(torch.ops.safe_ops, op.name + ("_inplace" if inplace else ""))
+    target = getattr(packet, ov.name or "default")
+    functional = getattr(getattr(torch.ops.safe_ops, op.name), ov.name or "default")
+
+    def rule(info: Any, in_dims: tuple, *args: Any, **kwargs: Any):
+        args, dims = list(args), list(in_dims)
+        if inplace and dims[0] is None:
+            raise RuntimeError(
+                f"vmap: safe_ops.{op.name}_inplace cannot write a per-sample result into an unbatched tensor "
+                f"(as torch's in-place ops under vmap): make the target batched, or use safe_ops.{op.name}."
+            )
+        flat = list(_flat(args, dims, positions))
+        rank = max(_logical_dim(t, d) for t, d in flat)
+        if op.dtype == "promote" and any(d is not None and t.dim() == 1 for t, d in flat):
+            # A batched per-sample 0-dim tensor is (B,) here: cast it to the per-sample result dtype, where it
+            # would otherwise promote as a dimensioned tensor.
+            stand = [_stand_in(a, d) if isinstance(a, Tensor) else a for a, d in zip(args, dims)]
+            for i in positions:
+                if isinstance(args[i], (list, tuple)):
+                    stand[i] = [_stand_in(x, e) for x, e in zip(args[i], dims[i])]
+            dtype = (stand[0] if inplace else functional(*stand, **kwargs)).dtype
+        else:
+            dtype = None
+
+        def fix(t: Tensor, d: Optional[int]) -> Tensor:
+            if dtype is not None and d is not None and t.dim() == 1 and t.dtype != dtype:
+                t = t.to(dtype)
+            return _align(t, d, rank)
+
+        for i in positions:
+            if isinstance(args[i], (list, tuple)):
+                args[i] = [fix(t, d) for t, d in zip(args[i], dims[i])]
+            elif isinstance(args[i], Tensor):
+                args[i] = fix(args[i], dims[i])
+        if coefficient is not None and dims[coefficient] is not None:
+            weights = args[coefficient].movedim(dims[coefficient], 0)
+            tensors = args[coefficient - 1]
+            out_dtype = accumulate_dtype(([args[0]] if offset else []) + list(tensors), weights[0])
+            total = _weighted_sum(list(tensors), weights, out_dtype, rank)
+            if not inplace:
+                return total, 0
+            args[0].add_(total)
+            return None, None
+        result = target(*args, **kwargs)
+        return (None, None) if inplace else (result, 0)
+
+    return rule
+
+
+def register() -> None:
+    """Registers a rule for every overload of every declared op and its in-place kernel."""
+    if not hasattr(torch.library, "register_vmap"):  # torch < 2.4: vmap keeps its fallback
+        return
+    for op in OPS:
+        for ov in op.overloads:
+            for inplace in (False, True):
+                name = qualified(op.name + ("_inplace" if inplace else ""), ov.name)
+                torch.library.register_vmap(f"safe_ops::{name}", _rule_for(op, ov, inplace))
+
+
+register()
