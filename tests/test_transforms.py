@@ -13,13 +13,14 @@ import safe_ops
 from op_table import OP_TABLE, Sample, op_ids, reference_update, replace_tensors
 
 B = 3  # vmap batch size
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def _samples(info):
+def _samples(info, device="cpu"):
     """Small float64 samples with materialised expanded inputs: a dual tensor's tangent and a batched
     tensor need memory of their own."""
     torch.manual_seed(0)
-    for sample in info.samples(torch.float64, "cpu"):
+    for sample in info.samples(torch.float64, device):
         if sample.large:
             continue
         yield replace_tensors(sample, lambda t: t.contiguous() if 0 in t.stride() and t.numel() > 1 else t)
@@ -47,10 +48,11 @@ def _no_vmap_fallback():
 # ---- forward-mode AD ----
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
-def test_jvp_matches_torch(info):
+def test_jvp_matches_torch(info, device):
     n = 0
-    for sample in _samples(info):
+    for sample in _samples(info, device):
         primals = tuple(sample.tensors())
         tangents = _tangents(primals)
         out, tangent = jvp(lambda *flat: _call(info.op, sample, flat), primals, tangents)
@@ -141,6 +143,28 @@ def test_inplace_variant_sets_the_inplace_tangent(info):
     assert n > 3
 
 
+@pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
+def test_inplace_variant_under_jvp_and_grad(info):
+    # torch.func wraps tensors (no storage to decide on): the wrapper returns the functional result.
+    n = 0
+    for args, kwargs, desc in _inplace_cases(info):
+        flat = tuple(Sample(tuple(args)).tensors())
+
+        def update(fn):
+            return lambda *f: fn(*_rebuild(args, [f[0] * 1] + list(f[1:])), **kwargs)
+
+        reference = update(lambda *a, **k: reference_update(info, a, k))
+        tangents = _tangents(flat)
+        got, want = jvp(update(info.inplace), flat, tangents), jvp(reference, flat, tangents)
+        torch.testing.assert_close(got, want, msg=desc)
+        argnums = tuple(range(len(flat)))
+        got = grad(lambda *f: update(info.inplace)(*f).pow(2).sum(), argnums=argnums)(*flat)
+        want = grad(lambda *f: reference(*f).pow(2).sum(), argnums=argnums)(*flat)
+        torch.testing.assert_close(got, want, msg=desc)
+        n += 1
+    assert n > 3
+
+
 def test_inplace_on_a_view_updates_the_base_tangent():
     # Views of a dual tensor share their base's tangent: an in-place op must update that object, not replace it.
     t = torch.randn(2, 3)
@@ -213,8 +237,8 @@ def _in_dim_patterns(n, ranks):
     yield [ranks[0]] + [None] * (n - 1)  # only the first batched (at its end)
 
 
-def _vmap_cases(info):
-    for sample in _samples(info):
+def _vmap_cases(info, device="cpu"):
+    for sample in _samples(info, device):
         tensors = sample.tensors()
         ranks = [t.dim() for t in tensors]
         for dims in _in_dim_patterns(len(tensors), ranks):
@@ -229,10 +253,11 @@ def _loop(fn, sample, flat, dims):
                         for b in range(B)])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
-def test_vmap_matches_a_loop(info):
+def test_vmap_matches_a_loop(info, device):
     n = 0
-    for sample, flat, dims in _vmap_cases(info):
+    for sample, flat, dims in _vmap_cases(info, device):
         got = vmap(lambda *f: _call(info.op, sample, f), in_dims=tuple(dims))(*flat)
         want = _loop(info.ref, sample, flat, dims)
         assert got.dtype == want.dtype, sample.desc
