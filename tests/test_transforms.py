@@ -203,6 +203,36 @@ def test_jacfwd_matches_jacrev_and_torch():
             torch.testing.assert_close(fwd, want)
 
 
+def test_reverse_over_forward():
+    # grad of a jvp: the tangent formulas are differentiable in the primals.
+    x, y, z = (torch.randn(5, dtype=torch.float64) for _ in range(3))
+    z = z.abs() + 0.5
+    for fn, ref in ((safe_ops.addcdiv, torch.addcdiv), (safe_ops.addcmul, torch.addcmul)):
+        got = jacrev(jacfwd(lambda a, b: fn(a, b, z, value=0.3).pow(3).sum(), argnums=(0, 1)), argnums=(0, 1))(x, y)
+        want = hessian(lambda a, b: ref(a, b, z, value=0.3).pow(3).sum(), argnums=(0, 1))(x, y)
+        torch.testing.assert_close(got, want)
+    w = torch.rand(5, dtype=torch.float64)
+    got = jacrev(jacfwd(lambda a, w: safe_ops.lerp(a, y, w).pow(3).sum(), argnums=(0, 1)), argnums=(0, 1))(x, w)
+    want = hessian(lambda a, w: torch.lerp(a, y, w).pow(3).sum(), argnums=(0, 1))(x, w)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.float16, torch.float32),
+                                    (torch.float64, torch.bfloat16)], ids=str)
+def test_tangent_dtype_follows_promotion(dtypes):
+    # Only the lower-precision operand is dual: the tangent still has the result's dtype, as in torch.
+    a, b = torch.randn(4, dtype=dtypes[0]), torch.randn(4, dtype=dtypes[1])
+    ta = torch.randn_like(a)
+    with fwAD.dual_level():
+        pairs = ((safe_ops.add, torch.add),
+                 (lambda x, y: safe_ops.addcmul(x, y, y), lambda x, y: torch.addcmul(x, y, y)))
+        for fn, ref in pairs:
+            got = fwAD.unpack_dual(fn(fwAD.make_dual(a, ta), b))
+            want = fwAD.unpack_dual(ref(fwAD.make_dual(a, ta), b))
+            assert got.tangent.dtype == want.tangent.dtype == got.primal.dtype
+            torch.testing.assert_close(got.tangent, want.tangent)
+
+
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
 def test_hessian_matches_torch(info):
     # forward-over-reverse: the backward Nodes run on dual tensors and must propagate their tangents.
