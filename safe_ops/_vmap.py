@@ -16,7 +16,6 @@ from torch import Tensor
 
 from . import _native  # noqa: F401  (the ops must be registered first)
 from ._declarations import OPS, Op, Overload, qualified
-from ._promotion import accumulate_dtype
 
 
 def _logical_dim(t: Tensor, bdim: Optional[int]) -> int:
@@ -43,8 +42,9 @@ def _flat(args: Sequence, dims: Sequence, tensor_positions: Sequence[int]):
 
 
 def _stand_in(t: Tensor, bdim: Optional[int]) -> Tensor:
-    # Promotion depends only on dtype and on being 0-dim or not.
-    return torch.empty((1,) * min(_logical_dim(t, bdim), 1), dtype=t.dtype, device="meta")
+    """A meta tensor of one sample's shape and dtype (no data, no device work)."""
+    shape = t.shape if bdim is None else t.shape[:bdim] + t.shape[bdim + 1 :]
+    return torch.empty(shape, dtype=t.dtype, device="meta")
 
 
 def _weighted_sum(tensors: List[Tensor], weights: Tensor, dtype: torch.dtype, rank: int) -> Tensor:
@@ -81,16 +81,16 @@ def _rule_for(op: Op, ov: Overload, inplace: bool):
             )
         flat = list(_flat(args, dims, positions))
         rank = max(_logical_dim(t, d) for t, d in flat)
-        if op.dtype == "promote" and any(d is not None and t.dim() == 1 for t, d in flat):
-            # A batched per-sample 0-dim tensor is (B,) here: cast it to the per-sample result dtype, where it
-            # would otherwise promote as a dimensioned tensor.
+        batched_weights = coefficient is not None and dims[coefficient] is not None
+        dtype = None
+        # A batched per-sample 0-dim tensor is (B,) here and would promote as a dimensioned tensor: it is cast to
+        # the per-sample result dtype (the op on one sample's meta stand-ins), as torch's own batching rules do.
+        if batched_weights or (op.dtype == "promote" and any(d is not None and t.dim() == 1 for t, d in flat)):
             stand = [_stand_in(a, d) if isinstance(a, Tensor) else a for a, d in zip(args, dims)]
             for i in positions:
                 if isinstance(args[i], (list, tuple)):
                     stand[i] = [_stand_in(x, e) for x, e in zip(args[i], dims[i])]
             dtype = (stand[0] if inplace else functional(*stand, **kwargs)).dtype
-        else:
-            dtype = None
 
         def fix(t: Tensor, d: Optional[int]) -> Tensor:
             if dtype is not None and d is not None and t.dim() == 1 and t.dtype != dtype:
@@ -102,11 +102,9 @@ def _rule_for(op: Op, ov: Overload, inplace: bool):
                 args[i] = [fix(t, d) for t, d in zip(args[i], dims[i])]
             elif isinstance(args[i], Tensor):
                 args[i] = fix(args[i], dims[i])
-        if coefficient is not None and dims[coefficient] is not None:
+        if batched_weights:
             weights = args[coefficient].movedim(dims[coefficient], 0)
-            tensors = args[coefficient - 1]
-            out_dtype = accumulate_dtype(([args[0]] if offset else []) + list(tensors), weights[0])
-            total = _weighted_sum(list(tensors), weights, out_dtype, rank)
+            total = _weighted_sum(list(args[coefficient - 1]), weights, dtype, rank)
             if not inplace:
                 return total, 0
             args[0].add_(total)
