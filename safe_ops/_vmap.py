@@ -5,7 +5,8 @@ The ops are pointwise with broadcasting, so one rule serves them all: each batch
 dimension moved to the front and size-1 dimensions after it, so that its per-sample dimensions line up with the
 unbatched operands' under broadcasting; the op then broadcasts over the batch. ``accumulate`` does the same for
 every tensor of its list. A batched weights tensor (one weight vector per sample) cannot be one fused call; it is
-computed with torch ops. An in-place op writes through the same aligned view of its batched target.
+computed with torch ops. An in-place op writes through the same aligned view of its batched target. The backward
+ops (``scale_many``, ``dot_many``, ``<op>_backward``) have rules too.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _native  # noqa: F401  (the ops must be registered first)
-from ._declarations import OPS, Op, Overload, qualified
+from ._declarations import BACKWARD_OPS, OPS, Op, Overload, qualified
 
 
 def _logical_dim(t: Tensor, bdim: Optional[int]) -> int:
@@ -115,8 +116,53 @@ def _rule_for(op: Op, ov: Overload, inplace: bool):
     return rule
 
 
+# The backward ops run under vmap when a backward itself is batched (torch.autograd.grad(is_grads_batched=True),
+# jacobian(vectorize=True)); under torch.func the Nodes take the differentiable composition instead.
+
+
+def _scale_many(info: Any, in_dims: tuple, grad: Tensor, scales: Any):
+    out = torch.ops.safe_ops.scale_many.default(grad.movedim(in_dims[0], 0), scales)
+    return out, [0] * len(out)
+
+
+def _scale_many_weights_tensor(info: Any, in_dims: tuple, grad: Tensor, scales: Tensor):
+    if in_dims[1] is None:
+        out = torch.ops.safe_ops.scale_many.weights_tensor(grad.movedim(in_dims[0], 0), scales)
+        return out, [0] * len(out)
+    s = scales.movedim(in_dims[1], 0)  # (B, K): per-sample scales, one product each
+    g = grad.unsqueeze(0) if in_dims[0] is None else grad.movedim(in_dims[0], 0)
+    view = (-1,) + (1,) * (g.dim() - 1)
+    out = [(g * s[:, i].reshape(view)).to(grad.dtype) for i in range(s.shape[1])]
+    return out, [0] * len(out)
+
+
+def _dot_many(info: Any, in_dims: tuple, grad: Tensor, tensors: List[Tensor]):
+    flat = [(grad, in_dims[0])] + list(zip(tensors, in_dims[1]))
+    rank = max(_logical_dim(t, d) for t, d in flat)
+    g = _align(grad, in_dims[0], rank).double()  # the kernel sums in float64 too
+    columns = []
+    for x, d in zip(tensors, in_dims[1]):
+        product = g * _align(x, d, rank).double()
+        batched = product.dim() == rank + 1
+        columns.append(product.flatten(1).sum(1) if batched else product.sum().expand(info.batch_size))
+    return torch.stack(columns, dim=1), 0
+
+
+def _pointwise_backward(op: Any):
+    def rule(info: Any, in_dims: tuple, *args: Any):
+        flat = [(a, d) for a, d in zip(args, in_dims) if isinstance(a, Tensor)]
+        rank = max(_logical_dim(t, d) for t, d in flat)
+        aligned = [_align(a, d, rank) if isinstance(a, Tensor) else a for a, d in zip(args, in_dims)]
+        out = op(*aligned)
+        # An output that read only unbatched operands has no batch dimension.
+        dims = tuple(None if o is None or o.dim() <= rank else 0 for o in out)
+        return out, dims
+
+    return rule
+
+
 def register() -> None:
-    """Registers a rule for every overload of every declared op and its in-place kernel."""
+    """Registers a rule for every overload of every declared op, its in-place kernel and the backward ops."""
     if not hasattr(torch.library, "register_vmap"):  # torch < 2.4: vmap keeps its fallback
         return
     for op in OPS:
@@ -124,6 +170,12 @@ def register() -> None:
             for inplace in (False, True):
                 name = qualified(op.name + ("_inplace" if inplace else ""), ov.name)
                 torch.library.register_vmap(f"safe_ops::{name}", _rule_for(op, ov, inplace))
+    rules = {"scale_many": _scale_many, "scale_many.weights_tensor": _scale_many_weights_tensor,
+             "dot_many": _dot_many}
+    for b in BACKWARD_OPS:
+        name = qualified(b.name, b.overload)
+        handle = getattr(getattr(torch.ops.safe_ops, b.name), b.overload or "default")
+        torch.library.register_vmap(f"safe_ops::{name}", rules.get(name) or _pointwise_backward(handle))
 
 
 register()

@@ -396,3 +396,43 @@ def test_jvp_of_vmap_and_vmap_of_jvp():
     got = vmap(lambda a, t: jvp(lambda u, v: safe_ops.addcmul(u, u, v), (a, y), (t, ty)))(x, tx)
     want = vmap(lambda a, t: jvp(lambda u, v: torch.addcmul(u, u, v), (a, y), (t, ty)))(x, tx)
     torch.testing.assert_close(got, want)
+
+
+def _backward_op_cases():
+    g, x, v = torch.randn(B, 3, 4), torch.randn(B, 3, 4), torch.randn(4)
+    d = x.abs() + 0.5
+    ops = torch.ops.safe_ops
+    yield ops.scale_many.default, (g, [0.5, 2.0]), (0, None)
+    yield ops.scale_many.weights_tensor, (g, torch.randn(2)), (0, None)
+    yield ops.scale_many.weights_tensor, (g[0], torch.randn(B, 2)), (None, 0)
+    yield ops.scale_many.weights_tensor, (g, torch.randn(2, B)), (0, 1)
+    yield ops.dot_many.default, (g, [x, v]), (0, [0, None])
+    yield ops.dot_many.default, (g[0], [x, v]), (None, [0, None])
+    yield ops.addcmul_backward.default, (g, x, v, 0.5, [True, True]), (0, 0, None, None, None)
+    yield ops.addcmul_backward.default, (g[0], None, x, 0.5, [True, False]), (None, None, 0, None, None), (0, None)
+    yield ops.addcdiv_backward.default, (g, v, d, -2.0, [True, True]), (0, None, 0, None, None)
+    yield ops.lerp_backward.default, (g[0], x, v, d, [True, True, True]), (None, 0, None, 0, None)
+
+
+@pytest.mark.parametrize("case", list(range(10)))
+def test_vmap_backward_ops_match_a_loop(case):
+    # They run batched when a backward is (torch.autograd.grad(is_grads_batched=True) on torch.func tensors).
+    op, args, dims, *out_dims = list(_backward_op_cases())[case]
+    got = vmap(op, in_dims=dims, out_dims=out_dims[0] if out_dims else 0)(*args)
+
+    def sample(b):
+        def pick(a, d):
+            if isinstance(a, list) and isinstance(d, list):
+                return [pick(t, e) for t, e in zip(a, d)]
+            return a if d is None else a.select(d, b)
+
+        return op(*[pick(a, d) for a, d in zip(args, dims)])
+
+    loop = [sample(b) for b in range(B)]
+    got = [got] if isinstance(got, torch.Tensor) else list(got)
+    loop = [[r] if isinstance(r, torch.Tensor) else list(r) for r in loop]
+    for i, out in enumerate(got):
+        if out is None:
+            assert all(r[i] is None for r in loop)
+            continue
+        torch.testing.assert_close(out, torch.stack([r[i] for r in loop]).to(out.dtype))
