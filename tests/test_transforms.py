@@ -436,3 +436,20 @@ def test_vmap_backward_ops_match_a_loop(case):
             assert all(r[i] is None for r in loop)
             continue
         torch.testing.assert_close(out, torch.stack([r[i] for r in loop]).to(out.dtype))
+
+
+@pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
+def test_is_grads_batched_backward(info):
+    # torch.autograd.grad(is_grads_batched=True) batches the backward with torch's legacy vmap.
+    n = 0
+    for sample in _samples(info):
+        sample = replace_tensors(sample, lambda t: t.detach().requires_grad_())
+        inputs = sample.tensors()
+        if any(t.numel() == 0 for t in inputs):
+            continue
+        grads = torch.randn((B,) + tuple(info.op(*sample.args, **sample.kwargs).shape), dtype=torch.float64)
+        got = torch.autograd.grad(info.op(*sample.args, **sample.kwargs), inputs, grads, is_grads_batched=True)
+        want = torch.autograd.grad(info.ref(*sample.args, **sample.kwargs), inputs, grads, is_grads_batched=True)
+        torch.testing.assert_close(got, want, msg=sample.desc)
+        n += 1
+    assert n > 5

@@ -135,12 +135,17 @@ inline void set_inplace_tangent(const at::Tensor& self, at::Tensor tangent) {
   }
 }
 
+// torch.autograd.grad(is_grads_batched=True) batches a backward with torch's legacy vmap, which has no rules for
+// the fused backward ops (and no fallback for their list results); it batches the aten composition.
+inline bool legacy_batched(const at::Tensor& t) { return t.defined() && t.key_set().has(c10::DispatchKey::Batched); }
+
 // The double-backward rule: when the backward itself is being differentiated (create_graph=True, or tensors
-// carrying tangents: forward-over-reverse, torch.func.hessian), the Nodes use differentiable aten compositions
-// instead of the fused backward ops. `tensors`: the grad and the saved tensors the backward reads.
+// carrying tangents: forward-over-reverse, torch.func.hessian), or batched by legacy vmap, the Nodes use
+// differentiable aten compositions instead of the fused backward ops. `tensors`: the grad and the saved tensors
+// the backward reads.
 template <typename... Tensors>
 bool backward_needs_graph(const Tensors&... tensors) {
-  return c10::GradMode::is_enabled() || (has_tangent(tensors) || ...);
+  return c10::GradMode::is_enabled() || ((has_tangent(tensors) || legacy_batched(tensors)) || ...);
 }
 
 // A formula of csrc/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
