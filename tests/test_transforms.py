@@ -130,7 +130,7 @@ def test_inplace_variant_sets_the_inplace_tangent(info):
                 ref_args = _dual_args(tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args),
                                       [t.clone() for t in tangents], which)
                 want = fwAD.unpack_dual(reference_update(info, ref_args, kwargs))
-                # The wrapper (a dual tensor is a view: it returns a new tensor) and the kernel (in place).
+                # The wrapper (in place or a new tensor, as it decides) and the kernel (in place).
                 for call in (info.inplace, lambda *a, **k: _inplace_kernel(info, a, k)):
                     dual_args = _dual_args((target.clone(),) + args[1:], [t.clone() for t in tangents], which)
                     got = fwAD.unpack_dual(call(*dual_args, **kwargs))
