@@ -7,6 +7,7 @@ argument when that cannot invalidate the autograd graph and otherwise return a n
 """
 from . import (
     _fake,  # noqa: F401  (registers the fake kernels)
+    _vmap,  # noqa: F401  (registers the vmap batching rules)
     _wrappers,
     guard,  # the package, callable: safe_ops.guard(mode) is a Guard
 )

@@ -1,6 +1,7 @@
 // Autograd for accumulate / accumulate_inplace: grad_i = w_i·grad (summed to x_i's shape), and for a weights
 // tensor grad_w[i] = ⟨grad, x_i⟩. Saves the x_i only when the weights need a gradient, the weights tensor (K
-// numbers) only when some x_i does; with Python-number weights, nothing but the numbers.
+// numbers) only when some x_i does; with Python-number weights, nothing but the numbers. Forward mode:
+// Σ w_i·t_i (+ Σ t_w[i]·x_i for a weights tensor), plus the target's tangent for accumulate_inplace.
 #include "common.h"
 
 #include <ATen/ops/stack.h>
@@ -41,11 +42,16 @@ struct AccumulateBackward final : Node {
     variable_list out(n_inputs + (has_weights_tensor ? 1 : 0));
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return out;
-    const bool composite = backward_needs_graph();
-
-    if (has_weights_tensor && task_should_compute_output(n_inputs)) {
-      std::vector<at::Tensor> xs;
+    const bool want_weights = has_weights_tensor && task_should_compute_output(n_inputs);
+    std::vector<at::Tensor> xs;
+    if (want_weights) {
       for (auto& x : xs_) xs.push_back(x.unpack());
+    }
+    const at::Tensor w = weights_.unpack();  // undefined when not saved
+    bool composite = backward_needs_graph(grad, w);
+    for (const auto& x : xs) composite = composite || has_tangent(x);
+
+    if (want_weights) {
       if (composite) {
         std::vector<at::Tensor> dots;
         for (const auto& x : xs) dots.push_back((grad * x).sum());
@@ -56,7 +62,6 @@ struct AccumulateBackward final : Node {
       }
     }
 
-    at::Tensor w;
     // Inputs whose gradient is w_i·grad at grad's full shape go through one fused scale_many pass.
     std::vector<int64_t> fused;
     std::vector<double> fused_weights;
@@ -68,7 +73,6 @@ struct AccumulateBackward final : Node {
         out[i] = shapes.reduce(grad, i);  // grad itself when not broadcast: no copy
         continue;
       }
-      if (has_weights_tensor && !w.defined()) w = weights_.unpack();
       if (shapes.is_full(grad, i) && !composite) {
         fused.push_back(i);
         if (!has_weights_tensor) fused_weights.push_back(weights[k]);
@@ -148,11 +152,32 @@ AccumulateNodePtr make_accumulate_node(const at::Tensor* out, at::TensorList ten
   return node;
 }
 
+// Forward mode: the result's tangent, undefined when no operand has one. `out`: the in-place target (weight 1).
+at::Tensor accumulate_tangent(const at::Tensor* out, at::TensorList tensors,
+                              std::optional<at::ArrayRef<double>> weights, const at::Tensor* weights_tensor) {
+  at::Tensor t = out ? tangent_of(*out) : at::Tensor();
+  const at::Tensor w = weights_tensor ? primal_of(*weights_tensor) : at::Tensor();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor x_t = tangent_of(tensors[i]);
+    if (!x_t.defined()) continue;
+    const int64_t k = static_cast<int64_t>(i);
+    t = add_tangents(t, weights_tensor ? x_t * w.select(0, k) : scale_tangent(x_t, weights ? (*weights)[i] : 1.0));
+  }
+  const at::Tensor w_t = weights_tensor ? tangent_of(*weights_tensor) : at::Tensor();
+  if (w_t.defined()) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      t = add_tangents(t, primal_of(tensors[i]) * w_t.select(0, static_cast<int64_t>(i)));
+    }
+  }
+  return t;
+}
+
 at::Tensor accumulate_autograd(at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
   static const auto op = find_op<ListSig>("safe_ops::accumulate", "");
   auto node = make_accumulate_node(nullptr, tensors, weights, nullptr);
   at::Tensor result = call_below_autograd(op, tensors, weights);
   attach(result, node);
+  set_tangent(result, accumulate_tangent(nullptr, tensors, weights, nullptr));
   return result;
 }
 
@@ -161,6 +186,7 @@ at::Tensor accumulate_weights_tensor_autograd(at::TensorList tensors, const at::
   auto node = make_accumulate_node(nullptr, tensors, std::nullopt, &weights);
   at::Tensor result = call_below_autograd(op, tensors, weights);
   attach(result, node);
+  set_tangent(result, accumulate_tangent(nullptr, tensors, std::nullopt, &weights));
   return result;
 }
 
@@ -168,16 +194,20 @@ void accumulate_inplace_autograd(at::Tensor& out, at::TensorList tensors, std::o
   static const auto op = find_op<ListInplaceSig>("safe_ops::accumulate_inplace", "");
   auto node = make_accumulate_node(&out, tensors, weights, nullptr);
   check_inplace(out, static_cast<bool>(node));
+  at::Tensor tangent = accumulate_tangent(&out, tensors, weights, nullptr);  // before the write: out may be listed
   call_below_autograd(op, out, tensors, weights);
   after_inplace(out, node);
+  set_inplace_tangent(out, std::move(tangent));
 }
 
 void accumulate_weights_tensor_inplace_autograd(at::Tensor& out, at::TensorList tensors, const at::Tensor& weights) {
   static const auto op = find_op<TensorWeightsInplaceSig>("safe_ops::accumulate_inplace", "weights_tensor");
   auto node = make_accumulate_node(&out, tensors, std::nullopt, &weights);
   check_inplace(out, static_cast<bool>(node));
+  at::Tensor tangent = accumulate_tangent(&out, tensors, std::nullopt, &weights);
   call_below_autograd(op, out, tensors, weights);
   after_inplace(out, node);
+  set_inplace_tangent(out, std::move(tangent));
 }
 
 }  // namespace

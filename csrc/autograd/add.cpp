@@ -1,5 +1,5 @@
 // Autograd for add/sub (functional and in-place): d/dself = grad, d/dother = alpha·grad, each summed to the
-// input's shape. Saves nothing but two shapes and alpha.
+// input's shape. Saves nothing but two shapes and alpha. Forward mode: t_self + alpha·t_other.
 #include "common.h"
 
 namespace safe_ops::autograd {
@@ -42,6 +42,11 @@ AddNodePtr make_add_node(const at::Tensor& self, const at::Tensor* other, double
   return node;
 }
 
+// Forward mode (linear): the result's tangent, undefined when no operand has one.
+at::Tensor add_tangent(const at::Tensor& self, const at::Tensor* other, double alpha) {
+  return add_tangents(tangent_of(self), other ? scale_tangent(tangent_of(*other), alpha) : at::Tensor());
+}
+
 using TensorSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Scalar&);
 using ScalarSig = at::Tensor(const at::Tensor&, const at::Scalar&, const at::Scalar&);
 using TensorInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Scalar&);
@@ -54,6 +59,7 @@ at::Tensor tensor_autograd(const at::Tensor& self, const at::Tensor& other, cons
   auto node = make_add_node(self, &other, Sign * alpha.toDouble());
   at::Tensor result = call_below_autograd(op, self, other, alpha);
   attach(result, node);
+  set_tangent(result, add_tangent(self, &other, Sign * alpha.toDouble()));
   return result;
 }
 
@@ -63,6 +69,7 @@ at::Tensor scalar_autograd(const at::Tensor& self, const at::Scalar& other, cons
   auto node = make_add_node(self, nullptr, 1.0);
   at::Tensor result = call_below_autograd(op, self, other, alpha);
   attach(result, node);
+  set_tangent(result, add_tangent(self, nullptr, 1.0));
   return result;
 }
 
@@ -72,8 +79,10 @@ void tensor_inplace_autograd(at::Tensor& self, const at::Tensor& other, const at
       find_op<TensorInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace", "Tensor");
   auto node = make_add_node(self, &other, Sign * alpha.toDouble());
   check_inplace(self, static_cast<bool>(node));
+  at::Tensor tangent = add_tangent(self, &other, Sign * alpha.toDouble());
   call_below_autograd(op, self, other, alpha);
   after_inplace(self, node);
+  set_inplace_tangent(self, std::move(tangent));
 }
 
 template <int Sign>
@@ -84,6 +93,7 @@ void scalar_inplace_autograd(at::Tensor& self, const at::Scalar& other, const at
   check_inplace(self, static_cast<bool>(node));
   call_below_autograd(op, self, other, alpha);
   after_inplace(self, node);
+  // self's tangent is unchanged (d(self + c)/dself = 1); nothing to set.
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Autograd for addcdiv: d/dt1 = grad·value/t2, d/dt2 = −grad·value·t1/t2². Saves t2 if either operand needs a
-// gradient, t1 only if t2 does.
+// gradient, t1 only if t2 does. Forward mode: t_self + value·(t1_t/t2 − t1·t2_t/t2²).
 #include "value_op.h"
 
 namespace safe_ops::autograd {
@@ -17,6 +17,12 @@ struct Addcdiv {
   static constexpr bool kGrad2ReadsT2 = true;
   static bool saves_t1(bool /*need1*/, bool need2) { return need2; }
   static bool saves_t2(bool need1, bool need2) { return need1 || need2; }
+  // d(t1/t2) = t1_t/t2 − t1·t2_t/t2²
+  static at::Tensor tangent(const at::Tensor& t1, const at::Tensor& t2, const at::Tensor& t1_t,
+                            const at::Tensor& t2_t) {
+    return add_tangents(t1_t.defined() ? t1_t / t2 : at::Tensor(),
+                        t2_t.defined() ? -(t2_t * (t1 / t2) / t2) : at::Tensor());
+  }
 };
 
 }  // namespace

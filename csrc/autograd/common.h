@@ -86,9 +86,67 @@ auto make_node() {
   }
 }
 
-// The double-backward rule: when the backward itself is being differentiated (create_graph=True), the
-// Nodes use differentiable aten compositions instead of the fused backward ops.
-inline bool backward_needs_graph() { return c10::GradMode::is_enabled(); }
+// Forward-mode AD (dual tensors, torch.func.jvp / jacfwd). Level 0, as torch's generated kernels use: functorch
+// nests transforms by wrapping tensors, not by level numbers. _fw_grad is undefined when forward AD is off.
+constexpr uint64_t kFwLevel = 0;
+
+inline at::Tensor tangent_of(const at::Tensor& t) { return t.defined() ? t._fw_grad(kFwLevel) : at::Tensor(); }
+inline bool has_tangent(const at::Tensor& t) { return t.defined() && t._fw_grad(kFwLevel).defined(); }
+// The value without its tangent, for tangent formulas: a dual operand would give the tangent a tangent.
+inline at::Tensor primal_of(const at::Tensor& t) { return has_tangent(t) ? t._fw_primal(kFwLevel) : t; }
+
+// a + b where an undefined tangent is a zero.
+inline at::Tensor add_tangents(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
+}
+
+// t·c, where an undefined tangent is a zero.
+inline at::Tensor scale_tangent(const at::Tensor& t, double c) {
+  if (!t.defined() || c == 1.0) return t;
+  return t * c;
+}
+
+// `tangent` at `like`'s dtype and shape, never an input's tangent object itself: a shared tangent would be
+// changed by a later in-place op on either tensor. An input's tangent is also held by that input's ForwardGrad,
+// so a use count above one means "not ours" (callers move fresh tangents in).
+inline at::Tensor own_tangent(at::Tensor tangent, const at::Tensor& like) {
+  if (tangent.scalar_type() != like.scalar_type()) tangent = tangent.to(like.scalar_type());
+  if (tangent.use_count() > 1) tangent = tangent.clone();
+  if (!tangent.sym_sizes().equals(like.sym_sizes())) tangent = tangent.expand_symint(like.sym_sizes());
+  return tangent;
+}
+
+// The functional result's tangent (nothing when no input had one).
+inline void set_tangent(const at::Tensor& result, at::Tensor tangent) {
+  if (tangent.defined()) result._set_fw_grad(own_tangent(std::move(tangent), result), kFwLevel, false);
+}
+
+// After an in-place kernel: the target's new tangent. An existing tangent is written in place, as torch's
+// in-place ops do: autograd keeps one tangent object per tensor (views of a dual tensor share their base's).
+inline void set_inplace_tangent(const at::Tensor& self, at::Tensor tangent) {
+  if (!tangent.defined()) return;
+  const at::Tensor& current = self._fw_grad(kFwLevel);
+  if (current.defined()) {
+    if (!tangent.is_same(current)) current.copy_(tangent);
+  } else {
+    self._set_fw_grad(own_tangent(std::move(tangent), self), kFwLevel, /*is_inplace_op=*/true);
+  }
+}
+
+// torch.autograd.grad(is_grads_batched=True) batches a backward with torch's legacy vmap, which has no rules for
+// the fused backward ops (and no fallback for their list results); it batches the aten composition.
+inline bool legacy_batched(const at::Tensor& t) { return t.defined() && t.key_set().has(c10::DispatchKey::Batched); }
+
+// The double-backward rule: when the backward itself is being differentiated (create_graph=True, or tensors
+// carrying tangents: forward-over-reverse, torch.func.hessian), or batched by legacy vmap, the Nodes use
+// differentiable aten compositions instead of the fused backward ops. `tensors`: the grad and the saved tensors
+// the backward reads.
+template <typename... Tensors>
+bool backward_needs_graph(const Tensors&... tensors) {
+  return c10::GradMode::is_enabled() || ((has_tangent(tensors) || legacy_batched(tensors)) || ...);
+}
 
 // A formula of csrc/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
 // (create_graph=True) computes the same expression as the fused kernels.

@@ -1,7 +1,9 @@
 // Autograd for lerp. Number weight w: d/dself = (1−w)·grad, d/dend = w·grad; saves nothing but w and shapes.
 // Tensor weight: also d/dweight = grad·(end − self); saves weight only if self or end needs a gradient, self
-// and end only if weight does.
+// and end only if weight does. Forward mode: t_self + w·(t_end − t_self) (+ t_w·(end − self)).
 #include "common.h"
+
+#include <ATen/ops/lerp.h>
 
 namespace safe_ops::autograd {
 namespace {
@@ -28,7 +30,7 @@ struct LerpScalarBackward final : Node {
     if (!grad.defined()) return out;
     const bool want_self = task_should_compute_output(0), want_end = task_should_compute_output(1);
     const bool full_shapes = shapes.is_full(grad, 0) && shapes.is_full(grad, 1);
-    if (want_self && want_end && full_shapes && !backward_needs_graph()) {
+    if (want_self && want_end && full_shapes && !backward_needs_graph(grad)) {
       static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
       auto scaled = scale_many.call(grad, {1.0 - weight, weight});
       out[0] = std::move(scaled[0]);
@@ -63,7 +65,7 @@ struct LerpTensorBackward final : Node {
     const at::Tensor self = want[2] ? self_.unpack() : at::Tensor();
     const at::Tensor end = want[2] ? end_.unpack() : at::Tensor();
     std::array<at::Tensor, 3> full;
-    if (backward_needs_graph()) {
+    if (backward_needs_graph(grad, weight, self, end)) {
       if (want[0]) full[0] = apply_formula<formulas::LerpBackward1>(0.0, grad, weight)[0];
       if (want[1]) full[1] = apply_formula<formulas::LerpBackward2>(0.0, grad, weight)[0];
       if (want[2]) full[2] = apply_formula<formulas::LerpBackward4>(0.0, grad, self, end)[0];
@@ -77,6 +79,27 @@ struct LerpTensorBackward final : Node {
     return out;
   }
 };
+
+// Forward mode: the result's tangent, undefined when no operand has one. Reads self: call before an in-place write.
+at::Tensor lerp_tangent(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
+  const double w = weight.toDouble();
+  return add_tangents(scale_tangent(tangent_of(self), 1.0 - w), scale_tangent(tangent_of(end), w));
+}
+
+at::Tensor lerp_tangent(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
+  const at::Tensor self_t = tangent_of(self), end_t = tangent_of(end), weight_t = tangent_of(weight);
+  const at::Tensor w = primal_of(weight);
+  at::Tensor t;
+  if (self_t.defined() && end_t.defined()) {
+    t = at::lerp(self_t, end_t, w);
+  } else if (self_t.defined()) {
+    t = self_t - self_t * w;
+  } else if (end_t.defined()) {
+    t = end_t * w;
+  }
+  if (weight_t.defined()) t = add_tangents(t, weight_t * (primal_of(end) - primal_of(self)));
+  return t;
+}
 
 auto make_scalar_node(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight)
     -> decltype(make_node<LerpScalarBackward>()) {
@@ -107,6 +130,7 @@ at::Tensor lerp_scalar_autograd(const at::Tensor& self, const at::Tensor& end, c
   auto node = make_scalar_node(self, end, weight);
   at::Tensor result = call_below_autograd(op, self, end, weight);
   attach(result, node);
+  set_tangent(result, lerp_tangent(self, end, weight));
   return result;
 }
 
@@ -115,6 +139,7 @@ at::Tensor lerp_tensor_autograd(const at::Tensor& self, const at::Tensor& end, c
   auto node = make_tensor_node(self, end, weight);
   at::Tensor result = call_below_autograd(op, self, end, weight);
   attach(result, node);
+  set_tangent(result, lerp_tangent(self, end, weight));
   return result;
 }
 
@@ -122,8 +147,10 @@ void lerp_scalar_inplace_autograd(at::Tensor& self, const at::Tensor& end, const
   static const auto op = find_op<ScalarInplaceSig>("safe_ops::lerp_inplace", "Scalar");
   auto node = make_scalar_node(self, end, weight);
   check_inplace(self, static_cast<bool>(node));
+  at::Tensor tangent = lerp_tangent(self, end, weight);
   call_below_autograd(op, self, end, weight);
   after_inplace(self, node);
+  set_inplace_tangent(self, std::move(tangent));
 }
 
 void lerp_tensor_inplace_autograd(at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
@@ -134,8 +161,10 @@ void lerp_tensor_inplace_autograd(at::Tensor& self, const at::Tensor& end, const
               "original input. Use safe_ops.lerp_ (which then returns a new tensor) or safe_ops.lerp.");
   auto node = make_tensor_node(self, end, weight);
   check_inplace(self, static_cast<bool>(node));
+  at::Tensor tangent = lerp_tangent(self, end, weight);
   call_below_autograd(op, self, end, weight);
   after_inplace(self, node);
+  set_inplace_tangent(self, std::move(tangent));
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 //   template <typename T> using Grad1 = ...; template <typename T> using Grad2 = ...;   (csrc/formulas.h)
 //   static constexpr bool kGrad2ReadsT2;   d/dtensor2 reads tensor2 too, or only tensor1 (addcmul)
 //   static bool saves_t1(bool need1, bool need2); static bool saves_t2(bool need1, bool need2);
+//   static at::Tensor tangent(t1, t2, t1_t, t2_t);   forward mode: the tangent of f (an operand tangent
+//                                                    may be undefined: a zero; not both)
 // Saved: only what the requested gradients read (never self).
 #pragma once
 
@@ -35,7 +37,7 @@ struct ValueOpBackward final : Node {
     if (!want1 && !want2) return out;
     const at::Tensor t1 = Traits::saves_t1(want1, want2) ? t1_.unpack() : at::Tensor();
     const at::Tensor t2 = Traits::saves_t2(want1, want2) ? t2_.unpack() : at::Tensor();
-    if (backward_needs_graph()) {
+    if (backward_needs_graph(grad, t1, t2)) {
       if (want1) out[1] = shapes.reduce(apply_formula<Traits::template Grad1>(value, grad, t2)[0], 1);
       if (want2) out[2] = shapes.reduce(grad2(grad, t1, t2), 2);
       return out;
@@ -71,6 +73,16 @@ auto make_value_op_node(const at::Tensor& self, const at::Tensor& t1, const at::
   return node;
 }
 
+// Forward mode: t_self + value·(tangent of f); undefined when no operand has a tangent.
+template <typename Traits>
+at::Tensor value_op_tangent(const at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2,
+                            const at::Scalar& value) {
+  const at::Tensor t1_t = tangent_of(t1), t2_t = tangent_of(t2);
+  at::Tensor f_t =
+      (t1_t.defined() || t2_t.defined()) ? Traits::tangent(primal_of(t1), primal_of(t2), t1_t, t2_t) : at::Tensor();
+  return add_tangents(tangent_of(self), scale_tangent(f_t, value.toDouble()));
+}
+
 template <typename Traits>
 at::Tensor value_op_autograd(const at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2,
                              const at::Scalar& value) {
@@ -79,6 +91,7 @@ at::Tensor value_op_autograd(const at::Tensor& self, const at::Tensor& t1, const
   auto node = make_value_op_node<Traits>(self, t1, t2, value);
   at::Tensor result = call_below_autograd(op, self, t1, t2, value);
   attach(result, node);
+  set_tangent(result, value_op_tangent<Traits>(self, t1, t2, value));
   return result;
 }
 
@@ -88,8 +101,10 @@ void value_op_inplace_autograd(at::Tensor& self, const at::Tensor& t1, const at:
   static const auto op = find_op<Sig>(Traits::kInplaceOp, "");
   auto node = make_value_op_node<Traits>(self, t1, t2, value);
   check_inplace(self, static_cast<bool>(node));
+  at::Tensor tangent = value_op_tangent<Traits>(self, t1, t2, value);  // before the write: it reads t1, t2
   call_below_autograd(op, self, t1, t2, value);
   after_inplace(self, node);
+  set_inplace_tangent(self, std::move(tangent));
 }
 
 }  // namespace safe_ops::autograd
