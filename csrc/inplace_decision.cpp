@@ -79,6 +79,9 @@ Decision decide_graph_tensor(const at::Tensor& t, bool grad_mode) {
 }  // namespace
 
 Decision decide(const at::Tensor& t) {
+  // The wrappers of torch.func transforms hide the storage the counts below read; the functional result is
+  // always correct there.
+  if (t.key_set().has_any(c10::functorch_transforms_ks)) return Decision::kCOPY_TRANSFORMED;
   if (t.is_inference() && !c10::InferenceMode::is_enabled()) return Decision::kCOPY_INFERENCE;
   const bool grad_mode = c10::GradMode::is_enabled();
   const bool overlap = at::has_internal_overlap(t) == at::MemOverlap::Yes;

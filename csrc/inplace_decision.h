@@ -19,7 +19,8 @@ namespace safe_ops {
   _(COPY_HOOKS_ACTIVE)        /* a graph tensor under saved_tensors_hooks: a hook may hold it unseen */      \
   _(RAISE_SAVED_LEAF_NO_GRAD) /* no_grad write of a Parameter that a pending backward saved */               \
   _(RAISE_HELD_NO_GRAD)       /* no_grad write of state another holder has, e.g. a pending backward saved */ \
-  _(RAISE_INTERNAL_OVERLAP)   /* no_grad write of a Parameter whose elements overlap */
+  _(RAISE_INTERNAL_OVERLAP)   /* no_grad write of a Parameter whose elements overlap */                      \
+  _(COPY_TRANSFORMED)         /* a torch.func transform's tensor (vmap, grad, jvp) hides its storage */
 
 enum class Decision : long {
 #define SAFE_OPS_ENUM_ENTRY(name) k##name,

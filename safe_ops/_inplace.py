@@ -50,6 +50,8 @@ def _hazard(op: str, t: Tensor, why: str) -> InplaceHazardError:
 def writable(op: str, target: Tensor, others: Sequence[Tensor], fits: bool) -> bool:
     """True: write into `target`. False: return a new tensor. Raises where neither is safe."""
     decision = _decide(target)
+    if decision == Decision.COPY_TRANSFORMED:  # vmap/grad/jvp wrappers: the functional result, always
+        return False
     if decision == Decision.RAISE_SAVED_LEAF_NO_GRAD:
         raise _hazard(op, target, "a pending backward saved it (or a view of it), so writing it would corrupt "
                       "that backward's gradients.")

@@ -160,10 +160,6 @@ def _inplace_source(op: Op) -> str:
             f"        {slow}",
             f"        return {target}",
             f"    return {fallback}",
-            # Tensors of torch.func transforms (vmap, grad, jvp) hide their storage, which the decision reads:
-            # a new tensor is always correct.
-            f"if _transformed({target}):",
-            f"    return {fallback}",
             *checked,
             f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
             f"    if {entry}_unchecked({call_args}) is NotImplemented:",
@@ -200,7 +196,6 @@ def _namespace() -> dict:
         "_fits": _inplace.fits,
         "_fits_same_dtype": _inplace.fits_same_dtype,
         "_promoted": _inplace.promoted_dtype,
-        "_transformed": torch._C._functorch.is_functorch_wrapped_tensor,
     }
 
 
