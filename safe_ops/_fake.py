@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _native  # noqa: F401  (the ops must be registered before their fakes)
-from ._declarations import BACKWARD_OPS, OPS, Op, Overload, qualified
+from ._declarations import BACKWARD_OPS, FOREACH_OPS, OPS, Op, Overload, qualified
 from ._promotion import accumulate_dtype
 
 
@@ -151,6 +151,10 @@ for _op in OPS:
         # The in-place kernels return nothing; their fakes only have to exist.
         _inplace_name = qualified(f"{_op.name}_inplace", _overload.name)
         torch.library.register_fake(f"safe_ops::{_inplace_name}")(lambda *args, **kwargs: None)
+
+
+for _foreach_op in FOREACH_OPS:  # in-place over lists, returning nothing
+    torch.library.register_fake(f"safe_ops::{_foreach_op.name}_inplace")(lambda *args, **kwargs: None)
 
 
 @torch.library.register_fake("safe_ops::scale_many")
