@@ -153,8 +153,18 @@ for _op in OPS:
         torch.library.register_fake(f"safe_ops::{_inplace_name}")(lambda *args, **kwargs: None)
 
 
-for _foreach_op in FOREACH_OPS:  # in-place over lists, returning nothing
-    torch.library.register_fake(f"safe_ops::{_foreach_op.name}_inplace")(lambda *args, **kwargs: None)
+def _foreach_fake(self, operands, scalars, scalar_tensor):
+    # In place over lists, returning nothing; the checks a wrong device or count would fail on in the kernel.
+    tensors = list(self) + list(operands) + ([scalar_tensor] if scalar_tensor is not None else [])
+    if not self or len(operands) % len(self):
+        raise RuntimeError(f"safe_ops foreach: {len(operands)} operands for {len(self)} members")
+    for t in tensors:
+        if t.device != self[0].device:
+            raise RuntimeError(f"safe_ops foreach: expected every tensor on one device, {self[0].device}, got {t.device}")
+
+
+for _foreach_op in FOREACH_OPS:
+    torch.library.register_fake(f"safe_ops::{_foreach_op.name}_inplace")(_foreach_fake)
 
 
 @torch.library.register_fake("safe_ops::scale_many")

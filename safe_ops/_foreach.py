@@ -29,6 +29,9 @@ def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional
     if isinstance(value, Tensor):
         if value.dim() == 0:
             value = value.reshape(1).expand(n)
+        if value.shape != (n,):
+            raise RuntimeError(f"safe_ops.{name}: a tensor `{what}` holds one value per member: expected shape "
+                               f"({n},), got {tuple(value.shape)}")
         return [], value
     if isinstance(value, Real):
         return [float(value)] * n, None
