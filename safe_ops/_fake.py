@@ -160,7 +160,7 @@ def _foreach_fake(self, operands, scalars, scalar_tensor):
         raise RuntimeError(f"safe_ops foreach: {len(operands)} operands for {len(self)} members")
     for t in tensors:
         if t.device != self[0].device:
-            raise RuntimeError(f"safe_ops foreach: expected every tensor on one device, {self[0].device}, got {t.device}")
+            raise RuntimeError(f"safe_ops foreach: expected every tensor on {self[0].device}, got one on {t.device}")
 
 
 for _foreach_op in FOREACH_OPS:
