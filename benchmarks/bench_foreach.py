@@ -30,6 +30,11 @@ SAFE_ADD = "safe_ops.foreach_add_"
 BOUND = "flat lerp_ (bound)"
 
 
+def _two_pass(ema, model):  # timm's ModelEmaV3 fallback when lerp_ cannot take the dtypes
+    torch._foreach_mul_(ema, 1 - W)
+    torch._foreach_add_(ema, model, alpha=W)
+
+
 def _loop(fn):
     def run(a, b):
         for x, y in zip(a, b):
@@ -46,8 +51,7 @@ METHODS = {
                             lambda e, m, fe, fm: _loop(lambda x, y: safe_ops.lerp_(x, y, W))(e, m)),
     BOUND: ("lerp", torch.float32, lambda e, m, fe, fm: fe.lerp_(fm, W)),
     SAFE_MIXED: ("mixed", torch.bfloat16, lambda e, m, fe, fm: safe_ops.foreach_lerp_(e, m, W)),
-    "_foreach_mul_ + _foreach_add_ (timm fallback)": (
-        "mixed", torch.bfloat16, lambda e, m, fe, fm: (torch._foreach_mul_(e, 1 - W), torch._foreach_add_(e, m, alpha=W))),
+    "_foreach_mul_ + _foreach_add_ (timm fallback)": ("mixed", torch.bfloat16, lambda e, m, fe, fm: _two_pass(e, m)),
     SAFE_ADD: ("add", torch.float32, lambda e, m, fe, fm: safe_ops.foreach_add_(e, m)),
     "torch._foreach_add_": ("add", torch.float32, lambda e, m, fe, fm: torch._foreach_add_(e, m)),
 }

@@ -234,6 +234,30 @@ def test_no_grad_update_of_a_saved_parameter_raises_and_writes_no_member():
     assert all(torch.equal(p.detach(), s * 0.5) for p, s in zip(params, snapshot))
 
 
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket).split(".")[-1])
+        return func(*args, **(kwargs or {}))
+
+
+def test_plain_members_take_one_fused_call_and_graph_members_the_per_tensor_op():
+    ts = [torch.randn(4) for _ in range(5)]
+    ends = [torch.randn(4) for _ in range(5)]
+    with _OpLog() as log:
+        safe_ops.foreach_lerp_(ts, ends, 0.5)
+    assert log.ops == ["foreach_lerp_inplace"]
+    x = torch.randn(4, requires_grad=True)
+    ts[2] = x * 1.0  # autograd must record this member's update
+    with _OpLog() as log:
+        results = safe_ops.foreach_lerp_(ts, ends, 0.5)
+    assert results[2] is ts[2] and results[2].grad_fn is not None
+    assert log.ops.count("foreach_lerp_inplace") == 1 and log.ops.count("lerp_inplace") == 1
+
+
 # ---- bad input: torch's error type, every member unchanged ----------------------------------------------
 
 def _a():
