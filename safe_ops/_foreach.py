@@ -10,6 +10,7 @@ rule asked, before any member is written.
 """
 from __future__ import annotations
 
+from itertools import repeat
 from numbers import Real
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -96,7 +97,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
 
         # The common case, checked cheaply: every member a plain in-place write that autograd need not record.
         tensors_only = not fop.number_members or all(isinstance(o, Tensor) for m in members for o in m)
-        if tensors_only and all(plain(t, m, False) for t, m in zip(tensors, members)) and not (
+        if tensors_only and all(map(plain, tensors, members, repeat(False))) and not (
             grad and any(t.requires_grad or any(o.requires_grad for o in m) for t, m in zip(tensors, members))
         ):
             fused(tensors, lists[0] if nlists == 1 else [o for m in members for o in m], values, device_values)
