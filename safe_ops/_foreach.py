@@ -48,7 +48,7 @@ def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional
     return [float(v) for v in value], None
 
 
-def _check_member(name: str, i: int, t: Tensor, others: Sequence, device: torch.device, same_dtype: bool) -> None:
+def _check_member(name: str, i: int, t: Tensor, others: Sequence, device: torch.device) -> None:
     """The checks the fused kernel makes (csrc/foreach.cpp), for the members that take the per-tensor path too."""
     if not isinstance(t, Tensor):
         raise TypeError(f"safe_ops.{name}: member {i} is a {type(t).__name__}, not a tensor")
@@ -110,7 +110,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
         fused_at: List[int] = []
         singles: List[int] = []
         for i, (t, m) in enumerate(zip(tensors, members)):
-            _check_member(name, i, t, m, device, same_dtype)
+            _check_member(name, i, t, m, device)
             tensor_others = tuple(o for o in m if isinstance(o, Tensor))
             needs_graph = grad and (t.requires_grad or any(o.requires_grad for o in tensor_others))
             if needs_graph or len(tensor_others) < nlists:
