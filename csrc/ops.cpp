@@ -1,6 +1,7 @@
 #include "ops.h"
 
 #include <ATen/native/TypeProperties.h>
+#include <c10/util/SmallVector.h>
 
 namespace safe_ops {
 
@@ -49,8 +50,7 @@ at::Tensor run_linear_combination(const at::Tensor& out, at::TensorList xs, cons
                                   at::ScalarType dtype) {
   const c10::Device device = out.defined() ? out.device() : common_device(xs);
   OpDeviceGuard guard(device);
-  std::vector<at::Tensor> inputs;
-  inputs.reserve(xs.size());
+  c10::SmallVector<at::Tensor, 4> inputs;
   for (const auto& x : xs) inputs.push_back(prepare_operand(x, dtype, device));
   at::TensorIterator iter = make_iterator({out}, inputs);
   if (iter.numel() > 0) linear_combination_stub(device.type())(iter, coeffs);

@@ -14,7 +14,10 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/library.h>
 
+#include "inplace_decision.h"
+
 #include <optional>
+#include <type_traits>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -179,6 +182,61 @@ PyObject* call_fast(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObject
   return call_parsed(op, args, std::index_sequence_for<Params...>{});
 }
 
+// The plain case of an in-place entry, decided in the same call as the write (README: "When does `add_` write in
+// place?"): the target may be written (decide() says IN_PLACE) and every operand has its dtype and shape and is
+// not the target itself, so the result fits and the write cannot change an operand the op saves. `roles` names
+// each parameter's part (generated from the declarations): 't' the target, 'o' a tensor operand, 'l' a list of
+// tensor operands, 'c' a coefficient tensor (not the plain case), 'n' a number operand (keeps a floating
+// target's dtype), 's' anything else (alpha, value, weights).
+inline bool operand_fits(const at::Tensor& target, const at::Tensor& operand) {
+  return !operand.is_same(target) && operand.scalar_type() == target.scalar_type() &&
+         operand.sizes().equals(target.sizes());
+}
+
+template <typename P>
+bool plain_operand(const at::Tensor& target, const Arg<P>& arg, char role) {
+  if constexpr (std::is_same_v<P, const at::Tensor&>) {
+    if (role == 'c') return false;
+    return role != 'o' || operand_fits(target, arg.get());
+  } else if constexpr (std::is_same_v<P, at::TensorList>) {
+    for (const auto& t : arg.get()) {
+      if (!operand_fits(target, t)) return false;
+    }
+    return true;
+  } else if constexpr (std::is_same_v<P, const c10::Scalar&>) {
+    return role != 'n' || at::isFloatingType(target.scalar_type());
+  } else {
+    return true;
+  }
+}
+
+template <typename... Params, size_t... I>
+PyObject* call_plain_inplace(const c10::TypedOperatorHandle<void(Params...)>& op, const char* roles,
+                             PyObject* const* args, std::index_sequence<I...>) {
+  std::tuple<Arg<Params>...> parsed;
+  if (!(std::get<I>(parsed).parse(args[I]) && ...)) return not_implemented();
+  const at::Tensor& target = std::get<0>(parsed).get();
+  if (decide(target) != Decision::kIN_PLACE) return not_implemented();
+  if (!(plain_operand(target, std::get<I>(parsed), roles[I]) && ...)) return not_implemented();
+  {
+    ReleaseGil no_gil;
+    op.call(std::get<I>(parsed).get()...);
+  }
+  Py_INCREF(args[0]);
+  return args[0];
+}
+
+// The in-place entry: writes and returns the target in the plain case, else NotImplemented (nothing written):
+// the Python wrapper then applies the full rules.
+template <typename... Params>
+PyObject* call_fast_inplace(const c10::TypedOperatorHandle<void(Params...)>& op, const char* roles,
+                            PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != static_cast<Py_ssize_t>(sizeof...(Params)) || at::impl::torch_function_mode_enabled()) {
+    return not_implemented();
+  }
+  return call_plain_inplace(op, roles, args, std::index_sequence_for<Params...>{});
+}
+
 using T = const at::Tensor&;
 using S = const c10::Scalar&;
 using TensorList = at::TensorList;
@@ -191,6 +249,14 @@ using OptTensor = const std::optional<at::Tensor>&;
     HANDLE_TH_ERRORS                                                                                                   \
     static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(schema_name, overload).typed<__VA_ARGS__>(); \
     return call_fast(op, args, nargs);                                                                                 \
+    END_HANDLE_TH_ERRORS                                                                                               \
+  }
+
+#define SAFE_OPS_FAST_INPLACE_ENTRY(py_name, schema_name, overload, roles, ...)                                        \
+  PyObject* py_name(PyObject*, PyObject* const* args, Py_ssize_t nargs) {                                              \
+    HANDLE_TH_ERRORS                                                                                                   \
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(schema_name, overload).typed<__VA_ARGS__>(); \
+    return call_fast_inplace(op, roles, args, nargs);                                                                  \
     END_HANDLE_TH_ERRORS                                                                                               \
   }
 

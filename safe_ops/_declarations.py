@@ -241,6 +241,30 @@ def inplace_params(op: Op) -> Tuple[str, ...]:
     return ((op.inplace_target,) if op.inplace_target else ()) + op.params
 
 
+def operand_roles(op: Op, overload: Overload) -> List[str]:
+    """Each functional parameter's part in the op: 'o' a tensor operand, 'l' a list of tensor operands, 'c' a
+    coefficient tensor (joins the dtype, not the shape), 'n' a number operand (a number where another overload
+    takes a tensor; it joins the promotion), 's' any other number or list (alpha, value, weights)."""
+    tensor_names = {name for o in op.overloads for name, a in zip(op.params, o.parsed()) if a.type == "Tensor"}
+    roles = []
+    for name, arg in zip(op.params, overload.parsed()):
+        if arg.type == "Tensor[]":
+            roles.append("l")
+        elif arg.type == "Tensor":
+            roles.append("c" if name in op.coefficients else "o")
+        elif arg.type == "Scalar" and name in tensor_names and op.dtype == "promote":
+            roles.append("n")
+        else:
+            roles.append("s")
+    return roles
+
+
+def inplace_roles(op: Op, overload: Overload) -> str:
+    """operand_roles of the in-place kernel's parameters, its target first ('t')."""
+    roles = operand_roles(op, overload)
+    return "t" + "".join(roles if op.inplace_target else roles[1:])
+
+
 def entry_name(name: str, overload: str) -> str:
     """Name of the C fast entry point of an overload in safe_ops._C."""
     return f"{name}_{overload or 'default'}"
@@ -253,6 +277,7 @@ class Schema:
     args: str
     returns: str
     fast_entry: bool  # has a C fast entry point
+    roles: str = ""  # in-place kernels: inplace_roles, for the entry's plain-case check
 
     def text(self) -> str:
         return f"{qualified(self.name, self.overload)}({self.args}) -> {self.returns}"
@@ -266,7 +291,8 @@ def all_schemas() -> List[Schema]:
             schemas.append(Schema(op.name, ov.name, ov.args, "Tensor", True))
     for op in OPS:
         for ov in op.overloads:
-            schemas.append(Schema(f"{op.name}_inplace", ov.name, inplace_args(op, ov), "()", True))
+            schemas.append(Schema(f"{op.name}_inplace", ov.name, inplace_args(op, ov), "()", True,
+                                  inplace_roles(op, ov)))
     for f in FOREACH_OPS:
         schemas.append(Schema(f"{f.name}_inplace", "", FOREACH_SCHEMA_ARGS, "()", True))
     for b in BACKWARD_OPS:

@@ -10,8 +10,6 @@ rule asked, before any member is written.
 """
 from __future__ import annotations
 
-from itertools import repeat
-from numbers import Real
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -23,6 +21,7 @@ from ._declarations import OPS, ForeachOp, entry_name
 from ._native import ops
 
 _SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_NUMBER = (int, float)  # bool is an int; a plain tuple keeps torch.compile tracing
 
 
 def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional[Tensor]]:
@@ -34,7 +33,7 @@ def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional
             raise RuntimeError(f"safe_ops.{name}: a tensor `{what}` holds one value per member: expected shape "
                                f"({n},), got {tuple(value.shape)}")
         return [], value
-    if isinstance(value, Real):
+    if isinstance(value, _NUMBER):
         return [float(value)] * n, None
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"safe_ops.{name}: `{what}` must be a number, a list of numbers or a tensor, got "
@@ -42,7 +41,7 @@ def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional
     if len(value) != n:
         raise RuntimeError(f"safe_ops.{name}: expected {n} values of `{what}` (one per member), got {len(value)}")
     for v in value:
-        if not isinstance(v, Real):  # torch: TypeError for a non-number scalar
+        if not isinstance(v, _NUMBER):  # torch: TypeError for a non-number scalar
             raise TypeError(f"safe_ops.{name}: `{what}` must be a number, a list of numbers or a tensor, got a "
                             f"list holding a {type(v).__name__}")
     return [float(v) for v in value], None
@@ -71,7 +70,16 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
     fused_entry = getattr(_C, entry_name(f"{fop.name}_inplace", ""))
     fused_op = getattr(ops, f"{fop.name}_inplace").default
     same_dtype = next(op for op in OPS if op.name == fop.base).dtype == "first"
-    plain, writable, fits = _inplace.plain_case, _inplace.writable, _inplace.fits
+    writable, fits, compiled_writable = _inplace.writable, _inplace.fits, _inplace.compiled_writable
+    can_write = _inplace.can_write_inplace
+
+    def plain(t: Tensor, others: tuple) -> bool:
+        # The plain case: the decision says in place and every operand has the member's dtype and shape and is
+        # not the member itself (so the result fits and the write cannot change an operand the op reads).
+        if not can_write(t):
+            return False
+        dtype, shape = t.dtype, t.shape
+        return all(o is not t and o.dtype == dtype and o.shape == shape for o in others)
 
     def fused(targets: list, operands: list, values: list, device_values: Optional[Tensor]) -> None:
         if is_compiling() or fused_entry(targets, operands, values, device_values) is NotImplemented:
@@ -87,7 +95,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
         n = len(tensors)
         if n == 0:
             raise RuntimeError(f"safe_ops.{name}: expects a non-empty list of tensors")
-        lists = [[x] * n if fop.number_members and isinstance(x, Real) else list(x) for x in lists]
+        lists = [[x] * n if fop.number_members and isinstance(x, _NUMBER) else list(x) for x in lists]
         for what, x in zip(fop.lists, lists):
             if len(x) != n:  # torch: RuntimeError for lists of different lengths
                 raise RuntimeError(f"safe_ops.{name}: `{what}` has {len(x)} members, `tensors` {n}")
@@ -97,7 +105,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
 
         # The common case, checked cheaply: every member a plain in-place write that autograd need not record.
         tensors_only = not fop.number_members or all(isinstance(o, Tensor) for m in members for o in m)
-        if tensors_only and all(map(plain, tensors, members, repeat(False))) and not (
+        if not is_compiling() and tensors_only and all(map(plain, tensors, members)) and not (
             grad and any(t.requires_grad or any(o.requires_grad for o in m) for t, m in zip(tensors, members))
         ):
             fused(tensors, lists[0] if nlists == 1 else [o for m in members for o in m], values, device_values)
@@ -113,6 +121,14 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
             _check_member(name, i, t, m, device)
             tensor_others = tuple(o for o in m if isinstance(o, Tensor))
             needs_graph = grad and (t.requires_grad or any(o.requires_grad for o in tensor_others))
+            if is_compiling():  # counts cannot be read: the per-tensor variants' compile rule, per member
+                if needs_graph or len(tensor_others) < nlists or not compiled_writable(t, True):
+                    singles.append(i)
+                    continue
+                targets.append(t)
+                operands += m
+                fused_at.append(i)
+                continue
             if needs_graph or len(tensor_others) < nlists:
                 if needs_graph and same_dtype and any(o.dtype != t.dtype for o in tensor_others):
                     raise RuntimeError(f"safe_ops.{name}: member {i} needs autograd, and {fop.base} with a gradient "

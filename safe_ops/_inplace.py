@@ -4,6 +4,8 @@ The decision (``csrc/python_module.cpp``) reads reference counts of the borrowed
 exact; it needs no global mode and no hooks. The rule table is written once, in README.md ("When does `add_`
 write in place?"). On top of the decision: the result must have the target's shape and dtype, and in grad mode
 the target must not be one of the other operands (the op may save that operand, which the write would destroy).
+The plain case (the decision says IN_PLACE and every operand has the target's dtype and shape) is decided in C++
+by the in-place entry itself (csrc/python_entry.h), in the same call as the write.
 """
 from __future__ import annotations
 
@@ -49,12 +51,25 @@ def writable(op: str, target: Tensor, others: Sequence[Tensor], fits: bool) -> b
     """True: write into `target`. False: return a new tensor. Raises where neither is safe."""
     decision = _decide(target)
     if decision == Decision.RAISE_SAVED_LEAF_NO_GRAD:
-        raise _hazard(op, target, "a pending backward saved it, or another tensor aliases its memory, so writing "
-                      "it would corrupt that backward's gradients.")
+        raise _hazard(op, target, "a pending backward saved it (or a view of it), so writing it would corrupt "
+                      "that backward's gradients.")
+    if decision == Decision.RAISE_HELD_NO_GRAD:
+        raise InplaceHazardError(
+            f"safe_ops.{op}: cannot update this {tuple(target.shape)} {target.dtype} tensor under torch.no_grad(): "
+            f"something else holds it (a pending backward saved it, or a view of it is alive), so writing it could "
+            f"corrupt that backward's gradients, and a copy would leave the state you are updating stale. Run the "
+            f"pending backward (or free its graph) first, or write it with torch's own in-place op.")
+    if decision == Decision.RAISE_INTERNAL_OVERLAP:
+        raise _hazard(op, target, "its elements overlap in memory (expanded), so an elementwise write is "
+                      "ill-defined.")
     if not fits:
-        if target.requires_grad and target.is_leaf and not torch.is_grad_enabled():
-            raise _hazard(op, target, "the result's shape or dtype differs from the leaf's, so it cannot be "
-                          "written in place.")
+        if not torch.is_grad_enabled() and (target.is_leaf or not target.requires_grad):
+            # A state update (a Parameter, a buffer): a copy would leave it stale.
+            raise InplaceHazardError(
+                f"safe_ops.{op}: cannot update this {tuple(target.shape)} {target.dtype} tensor under "
+                f"torch.no_grad(): the result's shape or dtype differs from it (promotion or broadcasting), so it "
+                f"cannot be written in place, and a copy would leave the state you are updating stale. Convert the "
+                f"operands to {target.dtype} (and its shape) first, or write it with torch's own in-place op.")
         return False
     # safe_ops.guard's records hold an alias of each saved tensor, so the counts see them: its hooks alone
     # need not force a copy.
@@ -65,19 +80,12 @@ def writable(op: str, target: Tensor, others: Sequence[Tensor], fits: bool) -> b
     return True
 
 
-def plain_case(target: Tensor, others: Sequence[Tensor], number_operand: bool) -> bool:
-    """The common case, checked cheaply before the full rules: nothing saved or aliases `target`, and every
-    operand has its dtype and shape and is not `target` itself (so the result fits, and the write cannot
-    change an operand the op saves). A number operand keeps a floating target's dtype."""
-    if _decide(target) != _IN_PLACE:
-        return False
-    if number_operand and not target.is_floating_point():
-        return False
-    dtype, shape = target.dtype, target.shape
-    for o in others:
-        if o is target or o.dtype != dtype or o.shape != shape:
-            return False
-    return True
+def compiled_writable(target: Tensor, fits: bool) -> bool:
+    """Under torch.compile, where counts cannot be read: write state (a target that is not part of the graph:
+    buffers, EMA and optimizer updates under no_grad, plain accumulators), which functionalization writes back
+    into graph inputs; a graph tensor in grad mode gets the functional result, which the compiler fuses anyway,
+    so a value a pending backward saved is never written (values and gradients are those of the eager path)."""
+    return fits and not (torch.is_grad_enabled() and target.requires_grad)
 
 
 def _broadcasts_to_target(target: Tensor, shaped: Sequence[Tensor]) -> bool:

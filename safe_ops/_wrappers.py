@@ -23,6 +23,10 @@ from . import _C, _foreach, _inplace
 from ._declarations import FOREACH_OPS, OPS, Arg, ForeachOp, Op, Overload, entry_name, inplace_params
 from ._native import ops
 
+# What the generated code asks on every call: True only while dynamo traces it (then the wrappers take the
+# traceable torch.ops path). is_dynamo_compiling is a plain `return False` in eager, a third of is_compiling's cost.
+_tracing = getattr(torch.compiler, "is_dynamo_compiling", is_compiling)
+
 _SOURCES: Dict[str, str] = {}
 _SELECTORS: Dict[str, Callable] = {}
 
@@ -133,7 +137,6 @@ def _inplace_source(op: Op) -> str:
         entry = f"_C.{entry_name(op.name + '_inplace', ov.name)}"
         call_args = ", ".join(names)
         never = f"not ({ov.never_inplace}) and " if ov.never_inplace else ""
-        plain = f"_plain({target}, {others}, {bool(numbers and op.dtype == 'promote')})"
         if op.dtype == "promote":
             dtype = f"_promoted({_tuple([target] + elementwise)}, {_tuple(coefficients)}, {_tuple(numbers)})"
             fits = f"_fits({target}, {shaped}, {dtype})"
@@ -142,11 +145,24 @@ def _inplace_source(op: Op) -> str:
         fallback = ov.inplace_fallback or f"{op.name}({', '.join(_keyword_call(op, op.params))})"
         schema = ([Arg("Tensor", target, None, False)] if op.inplace_target else []) + ov.parsed()
         slow = _slow_call(_overload_path(op.name + "_inplace", ov), schema, names)
+        checked = [
+            f"result = {entry}({call_args})  # writes and returns {target} in the plain case",
+            "if result is not NotImplemented:",
+            "    return result",
+        ]
+        if ov.never_inplace:
+            checked = [f"if not ({ov.never_inplace}):"] + ["    " + line for line in checked]
         return [
-            f"if {never}{plain} and {entry}({call_args}) is not NotImplemented:",
-            f"    return {target}",
+            # Compiling: functionalization makes the mutation safe and writes graph inputs back, so write
+            # whenever the result fits and torch's own in-place op would be allowed.
+            "if is_compiling():",
+            f"    if {never}_compiled_writable({target}, {fits}):",
+            f"        {slow}",
+            f"        return {target}",
+            f"    return {fallback}",
+            *checked,
             f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
-            f"    if is_compiling() or {entry}({call_args}) is NotImplemented:",
+            f"    if {entry}_unchecked({call_args}) is NotImplemented:",
             f"        {slow}",
             f"    return {target}",
             f"return {fallback}",
@@ -172,10 +188,10 @@ def _namespace() -> dict:
     return {
         "torch": torch,
         "Tensor": Tensor,
-        "is_compiling": is_compiling,
+        "is_compiling": _tracing,
         "_C": _C,
         "ops": ops,
-        "_plain": _inplace.plain_case,
+        "_compiled_writable": _inplace.compiled_writable,
         "_writable": _inplace.writable,
         "_fits": _inplace.fits,
         "_fits_same_dtype": _inplace.fits_same_dtype,

@@ -169,24 +169,49 @@ def test_device_tensor_numbers_are_per_member_and_a_0dim_tensor_is_shared():
 
 # ---- the in-place contract per member ---------------------------------------------------------------------
 
-def test_members_the_rules_copy_get_new_tensors_the_others_are_written():
+def _situations():
+    """Fresh members in the situations of the in-place rule table (grad mode), each with its end."""
     x = torch.randn(5, requires_grad=True)
-    saved = x.sigmoid()  # sigmoid saved its output: writing it would corrupt x's gradient
-    plain = torch.randn(5)
-    view_base = torch.randn(10)
-    view = view_base[:5]
-    expanded = torch.randn(1).expand(5)  # torch raises writing it; the rules copy, as for safe_ops.lerp_
-    ends = [torch.randn(5) for _ in range(4)]
-    before = [saved.detach().clone(), plain.clone(), view.clone(), expanded.clone()]
-    results = safe_ops.foreach_lerp_([saved, plain, view, expanded], ends, 0.5)
-    assert results[1] is plain
-    assert results[0] is not saved and torch.equal(saved.detach(), before[0])
-    assert results[2] is not view and torch.equal(view, before[2])  # a view: copied, as by safe_ops.lerp_
-    assert results[3] is not expanded
-    for r, b, e in zip(results, before, ends):
-        assert torch.equal(r, safe_ops.lerp(b, e, 0.5))
-    saved.sum().backward()  # the graph is intact
-    torch.testing.assert_close(x.grad, (saved * (1 - saved)).detach())
+    base = torch.randn(10)
+    members = [x.sigmoid(),  # sigmoid saved its output
+               torch.randn(5),  # plain
+               base[:5],  # a view
+               torch.randn(1).expand(5),  # overlapping elements
+               torch.randn(5).t()]  # an alias-making view op
+    return x, members, [torch.randn(5) for _ in members]
+
+
+def test_each_member_gets_what_the_per_tensor_op_gives_it():
+    """Per member the same decision as safe_ops.lerp_ (in place, a new tensor, or the same error), whatever the
+    rules are: each situation is built twice, once for each call."""
+    torch.manual_seed(0)
+    _, members, ends = _situations()
+    per_tensor = []
+    for m, e in zip(members, ends):
+        before = m.detach().clone()
+        try:
+            r = safe_ops.lerp_(m, e, 0.5)
+            per_tensor.append((r is m, safe_ops.lerp(before, e, 0.5)))
+        except Exception as error:  # noqa: BLE001
+            per_tensor.append((type(error), None))
+    torch.manual_seed(0)
+    x, members, ends = _situations()
+    before = [m.detach().clone() for m in members]
+    errors = [kind for kind, _ in per_tensor if isinstance(kind, type)]
+    if errors:
+        with pytest.raises(errors[0]):
+            safe_ops.foreach_lerp_(members, ends, 0.5)
+        assert all(torch.equal(m.detach(), b) for m, b in zip(members, before))
+        return
+    results = safe_ops.foreach_lerp_(members, ends, 0.5)
+    for i, (r, m, (in_place, want)) in enumerate(zip(results, members, per_tensor)):
+        assert (r is m) == in_place, f"member {i}"
+        assert torch.equal(r.detach(), want), f"member {i}"
+        if not in_place:
+            assert torch.equal(m.detach(), before[i]), f"member {i} was written"
+    members[0].sum().backward()  # the saved sigmoid output is intact
+    s = torch.sigmoid(x.detach())
+    torch.testing.assert_close(x.grad, s * (1 - s))
 
 
 def test_grad_mode_members_autograd_records_get_their_gradients():
@@ -365,21 +390,24 @@ def test_timm_model_ema_v3_on_foreach_lerp_matches_torch_foreach():
         torch.testing.assert_close(a, b)
 
 
-def test_timm_state_dict_aliases_are_copied_like_the_per_tensor_op_does():
-    """state_dict() values are detached aliases of the EMA's tensors (shared storage): the in-place rules copy
-    them, for lerp_ as for foreach_lerp_, so the results hold the EMA and the module is untouched."""
+def test_timm_state_dict_update_matches_per_tensor_and_torch():
+    """timm's default branch walks state_dict() values, detached aliases of the EMA's tensors: per member the
+    same results as safe_ops.lerp_ gives them, and where those write in place the EMA is torch's."""
     torch.manual_seed(0)
     model = SmallResNet()
     ours = ModelEmaV3Foreach(model, safe_ops.foreach_lerp_)
     theirs = ModelEmaV3Foreach(model, torch._foreach_lerp_)
-    before = [v.clone() for v in ours.module.state_dict().values()]
-    next(_train_steps(model))
-    results = ours.apply_update_(model, 0.9)
-    theirs.apply_update_(model, 0.9)
-    floating = [v for v in theirs.module.state_dict().values() if v.is_floating_point()]
-    for r, want in zip(results, floating):
-        torch.testing.assert_close(r, want)
-    assert all(torch.equal(a, b) for a, b in zip(ours.module.state_dict().values(), before) if a.is_floating_point())
+    per_tensor = ModelEmaV3Foreach(model, lambda e, m, w: [safe_ops.lerp_(a, b, w) for a, b in zip(e, m)])
+    for _ in _train_steps(model):
+        results = ours.apply_update_(model, 0.9)
+        theirs.apply_update_(model, 0.9)
+        expected = per_tensor.apply_update_(model, 0.9)
+        for r, e in zip(results, expected):
+            assert torch.equal(r, e)
+    for a, b, c in zip(ours.module.state_dict().values(), theirs.module.state_dict().values(),
+                       per_tensor.module.state_dict().values()):
+        assert torch.equal(a, c)
+        torch.testing.assert_close(a, b)
 
 
 def test_averaged_model_multi_avg_fn_rewritten_on_foreach_lerp_matches_torch():
@@ -387,12 +415,7 @@ def test_averaged_model_multi_avg_fn_rewritten_on_foreach_lerp_matches_torch():
         @torch.no_grad()
         def ema_update(ema_param_list, current_param_list, _):
             if torch.is_floating_point(ema_param_list[0]):
-                results = safe_ops.foreach_lerp_(ema_param_list, current_param_list, 1 - decay)
-                # AveragedModel passes detached aliases (shared storage), which the rules copy; it cannot rebind
-                # them, so the copies are written back.
-                for ema, result in zip(ema_param_list, results):
-                    if result is not ema:
-                        ema.copy_(result)
+                safe_ops.foreach_lerp_(ema_param_list, current_param_list, 1 - decay)
             else:
                 for p_ema, p_model in zip(ema_param_list, current_param_list):
                     p_ema.copy_(p_ema * decay + p_model * (1 - decay))
@@ -441,18 +464,34 @@ def test_opcheck_fused_op(fop):
     torch.library.opcheck(op, (ts, operands, [], torch.tensor([0.3, 0.6, 0.9])))
 
 
-def test_compile_matches_the_per_tensor_variants():
-    """The per-tensor safe_ops.<op>_ variants graph-break at the in-place decision (a C function dynamo does not
-    trace), so fullgraph=True fails for them; the foreach variants do the same, and give eager's results."""
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_fullgraph_state_update_writes_the_inputs_like_eager(backend):
+    """As the per-tensor variants under torch.compile(fullgraph=True): no graph break, state written."""
     torch._dynamo.reset()
-    ts = [torch.randn(4), torch.randn(2, 3)]
-    ends = [torch.randn(4), torch.randn(2, 3)]
-    expected = [safe_ops.lerp(t, e, 0.25) for t, e in zip(ts, ends)]
-    compiled = torch.compile(lambda ts, ends: safe_ops.foreach_lerp_(ts, ends, 0.25), backend="aot_eager")
+    torch.manual_seed(0)
+    ema = [torch.randn(4), torch.randn(2, 3), torch.randn(())]
+    params = [torch.randn(t.shape) for t in ema]
+    expected = [safe_ops.lerp(e, p, 0.25) for e, p in zip(ema, params)]
+
+    def step(ema, params):
+        out = safe_ops.foreach_lerp_(ema, params, 0.25)
+        return sum(o.sum() for o in out)
+
     with torch.no_grad():
-        results = compiled(ts, ends)
-    assert all(torch.equal(r, e) for r, e in zip(results, expected))
-    for fn in (lambda t, e: safe_ops.lerp_(t, e, 0.25), lambda t, e: safe_ops.foreach_lerp_([t], [e], 0.25)):
-        torch._dynamo.reset()
-        with pytest.raises(torch._dynamo.exc.Unsupported):
-            torch.compile(fn, fullgraph=True, backend="aot_eager")(torch.randn(3), torch.randn(3))
+        total = torch.compile(step, fullgraph=True, backend=backend)(ema, params)
+    for e, want in zip(ema, expected):
+        torch.testing.assert_close(e, want)
+    torch.testing.assert_close(total, sum(w.sum() for w in expected))
+
+
+def test_compiled_grad_mode_member_gets_its_gradient():
+    torch._dynamo.reset()
+    x = torch.randn(4, requires_grad=True)
+    end = torch.randn(4)
+
+    def f(x, end):
+        t = x * 2
+        return safe_ops.foreach_lerp_([t, torch.zeros(4)], [end, end], 0.25)[0].sum()
+
+    torch.compile(f, fullgraph=True, backend="aot_eager")(x, end).backward()
+    torch.testing.assert_close(x.grad, torch.full((4,), 1.5))

@@ -9,6 +9,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
@@ -118,10 +119,10 @@ void attach(const at::Tensor& result, const NodePtr& node) {
   if (node) torch::autograd::set_history(result, node);
 }
 
-// For in-place kernels: raise the leaf error before writing, as torch's in-place ops do.
+// For in-place kernels: torch's own checks before writing (the leaf error, and the errors for views autograd
+// forbids writing: views of leaves, multi-output and no_grad-created views), as torch's in-place ops do.
 inline void check_inplace(const at::Tensor& self, bool requires_grad) {
-  TORCH_CHECK(!(requires_grad && self.is_leaf() && self.requires_grad()),
-              "a leaf Variable that requires grad is being used in an in-place operation.");
+  torch::autograd::check_inplace(self, requires_grad);
 }
 
 // After an in-place kernel wrote `self`: bump its version (readers that saved it must see the change) and

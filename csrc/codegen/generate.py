@@ -53,8 +53,16 @@ def render(decl) -> str:
         params = ", ".join(CPP_TYPES[a.type] for a in decl.parse_args(s.args))
         ret = "void" if s.returns == "()" else "at::Tensor"
         entry = decl.entry_name(s.name, s.overload)
-        entries.append(entry)
-        lines.append(f'SAFE_OPS_FAST_ENTRY({entry}, "safe_ops::{s.name}", "{s.overload}", {ret}({params}))')
+        signature = f'"safe_ops::{s.name}", "{s.overload}", {ret}({params})'
+        if s.roles:
+            # checked: writes only in the plain case; unchecked: after the Python rules said write
+            entries += [entry, f"{entry}_unchecked"]
+            lines.append(f'SAFE_OPS_FAST_INPLACE_ENTRY({entry}, "safe_ops::{s.name}", "{s.overload}", "{s.roles}", '
+                         f"{ret}({params}))")
+            lines.append(f"SAFE_OPS_FAST_ENTRY({entry}_unchecked, {signature})")
+        else:
+            entries.append(entry)
+            lines.append(f"SAFE_OPS_FAST_ENTRY({entry}, {signature})")
     lines += ["", "PyMethodDef fast_entries[] = {"]
     lines += [f"    SAFE_OPS_METHOD({e})," for e in entries]
     lines += ["    {nullptr, nullptr, 0, nullptr}};", "", "}  // namespace safe_ops::python", ""]

@@ -7,6 +7,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/TensorIterator.h>
+#include <c10/util/SmallVector.h>
 
 #include <algorithm>
 #include <array>
@@ -64,8 +65,8 @@ opmath_t<scalar_t> load(const char* base, int64_t stride, int64_t j) {
 }
 
 template <typename T>
-std::vector<T> coefficients(const LinearCoeffs& c, int64_t k) {
-  std::vector<T> w(k);
+c10::SmallVector<T, 8> coefficients(const LinearCoeffs& c, int64_t k) {
+  c10::SmallVector<T, 8> w(k);
   if (c.weights_tensor.defined()) {
     const double* p = c.weights_tensor.const_data_ptr<double>();
     for (int64_t i = 0; i < k; ++i) w[i] = static_cast<T>(p[i]);
@@ -82,14 +83,15 @@ template <typename scalar_t>
 void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
   using op_t = opmath_t<scalar_t>;
   const int k = iter.ninputs();
-  const std::vector<op_t> w = coefficients<op_t>(c, k);
+  // Small vectors: no heap allocation per call for K <= 8 (a tiny add_ is dominated by per-call costs).
+  const c10::SmallVector<op_t, 8> w = coefficients<op_t>(c, k);
   const bool has_scalar = c.has_scalar;
   const op_t scalar_term = static_cast<op_t>(c.scalar_alpha) * static_cast<op_t>(c.scalar_value);
   const auto accumulate_block = use_avx2() ? avx2::accumulate_block<scalar_t> : baseline::accumulate_block<scalar_t>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       scalar_t* out = reinterpret_cast<scalar_t*>(data[0]);
-      std::vector<const scalar_t*> x(k);
+      c10::SmallVector<const scalar_t*, 8> x(k);
       op_t acc[kBlock];
       for (int64_t b = 0; b < n; b += kBlock) {
         for (int i = 0; i < k; ++i) x[i] = reinterpret_cast<const scalar_t*>(data[1 + i]) + b;
@@ -116,12 +118,12 @@ template <typename scalar_t>
 void scale_many_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
   using op_t = opmath_t<scalar_t>;
   const int k = iter.noutputs();
-  const std::vector<op_t> s = coefficients<op_t>(c, k);
+  const c10::SmallVector<op_t, 8> s = coefficients<op_t>(c, k);
   const auto scale_block = use_avx2() ? avx2::scale_block<scalar_t> : baseline::scale_block<scalar_t>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       const scalar_t* g = reinterpret_cast<const scalar_t*>(data[k]);
-      std::vector<scalar_t*> out(k);
+      c10::SmallVector<scalar_t*, 8> out(k);
       for (int64_t b = 0; b < n; b += kBlock) {
         for (int i = 0; i < k; ++i) out[i] = reinterpret_cast<scalar_t*>(data[i]) + b;
         scale_block(out.data(), g + b, s.data(), k, std::min(kBlock, n - b));
