@@ -53,9 +53,10 @@ def _extension():
     # never read floating-point exception flags).
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math", f"-I{os.path.join(ROOT, 'csrc')}"]  # for the generated file
     link = ["-fopenmp"]
+    generated = [os.path.join(ROOT, "build", "generated")]  # foreach_ops.h
     if not _want_cuda():
         return cpp_extension.CppExtension(
-            "safe_ops._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link
+            "safe_ops._C", sources, include_dirs=generated, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         # torch picks the visible GPUs' archs; with none visible it would fail. H100/H200 are 9.0.
@@ -65,7 +66,7 @@ def _extension():
     return cpp_extension.CUDAExtension(
         "safe_ops._C",
         sources,
-        include_dirs=_cuda_include_dirs(),
+        include_dirs=generated + _cuda_include_dirs(),
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=link,
     )

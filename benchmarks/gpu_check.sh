@@ -86,7 +86,7 @@ if wanted tests; then
   step "tests" 150 130 "$PY" -m pytest -q -p no:cacheprovider tests
 fi
 
-# 3. compute-sanitizer memcheck of every op forward+backward (small sizes; see tests/gpu_sanitize.py)
+# 3. compute-sanitizer memcheck of every op forward+backward and the foreach kernels (small sizes; see tests/gpu_sanitize.py)
 if wanted memcheck; then
   if [ -n "$SANITIZER" ]; then
     step "memcheck" 120 100 "$SANITIZER" --tool memcheck --error-exitcode 99 --print-limit 20 \

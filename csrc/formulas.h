@@ -28,12 +28,22 @@ struct CoefType {
 template <typename T>
 using coef_t = typename CoefType<T>::type;
 
+// [out, a, b]: out = a + alpha·b, torch.add's a + alpha*b (alpha = 1: the exact sum; on CUDA nvcc contracts it
+// to fma(alpha, b, a) as torch's kernel does, as the linear-combination path does). Used by foreach_add_.
+template <typename T>
+struct Add {
+  static constexpr int kOut = 1, kIn = 2;
+  coef_t<T> alpha;
+  C10_HOST_DEVICE explicit Add(const Scalars& s) : alpha(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + alpha * in[1]; }
+};
+
 // [out, a, b, c]: out = a + (value·b)·c   (torch.addcmul's order).
 template <typename T>
 struct Addcmul {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
-  explicit Addcmul(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE explicit Addcmul(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] * in[2]; }
 };
 
@@ -64,7 +74,7 @@ template <typename T>
 struct Addcdiv {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
-  explicit Addcdiv(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE explicit Addcdiv(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] / in[2]; }
 };
 
@@ -105,7 +115,7 @@ template <typename T>
 struct LerpSmallWeight {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> weight;
-  explicit LerpSmallWeight(const Scalars& s) : weight(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE explicit LerpSmallWeight(const Scalars& s) : weight(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + weight * (in[1] - in[0]); }
 };
 
@@ -113,9 +123,28 @@ template <typename T>
 struct LerpLargeWeight {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> weight;
-  explicit LerpLargeWeight(const Scalars& s) : weight(static_cast<coef_t<T>>(s[0])) {}
+  C10_HOST_DEVICE explicit LerpLargeWeight(const Scalars& s) : weight(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const {
     out[0] = in[1] - (in[1] - in[0]) * (coef_t<T>(1) - weight);
+  }
+};
+
+// A number weight whose form is picked once per instance (the foreach kernels build one per member):
+// exactly lerp.Scalar's choice, which compares the weight in opmath.
+template <typename T>
+struct LerpScalarWeight {
+  static constexpr int kOut = 1, kIn = 2;
+  LerpSmallWeight<T> small;
+  LerpLargeWeight<T> large;
+  bool use_small;
+  C10_HOST_DEVICE explicit LerpScalarWeight(const Scalars& s)
+      : small(s), large(s), use_small(std::abs(static_cast<coef_t<T>>(s[0])) < coef_t<T>(0.5)) {}
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    if (use_small) {
+      small(in, out);
+    } else {
+      large(in, out);
+    }
   }
 };
 

@@ -12,7 +12,9 @@
 
 #include <array>
 #include <cstddef>
+#include <vector>
 
+#include "foreach_ops.h"  // generated from safe_ops/_declarations.py (build/generated)
 #include "formulas.h"
 
 namespace at {
@@ -73,5 +75,25 @@ SAFE_OPS_DECLARE_STUB(dot_many_stub, DotManyFn);
 #define SAFE_OPS_DECLARE_POINTWISE_STUB(name, formula) SAFE_OPS_DECLARE_STUB(name##_stub, PointwiseFn);
 SAFE_OPS_POINTWISE_FORMULAS(SAFE_OPS_DECLARE_POINTWISE_STUB)
 #undef SAFE_OPS_DECLARE_POINTWISE_STUB
+
+// One group of a foreach call (csrc/foreach.cpp): members of one dtype whose operands share one floating dtype
+// (possibly another: an fp32 EMA of a bf16 model), each member and its operands non-overlapping and dense with
+// the same strides, so member i is a flat run of numel elements. The kernel computes member[i] =
+// formula(member[i], operands...) in opmath with the formula built from member i's number, rounding once.
+struct ForeachGroup {
+  int noperands = 0;  // operands per member, after the member itself
+  at::ScalarType dtype = at::kFloat;
+  at::ScalarType operand_dtype = at::kFloat;
+  std::vector<at::Tensor> members;   // written in place
+  std::vector<at::Tensor> operands;  // member-major, noperands per member
+  std::vector<double> scalars;       // member i's number, when scalar_tensor is undefined
+  at::Tensor scalar_tensor;          // else: contiguous float64 values on the device, read by the kernel
+  std::vector<int64_t> index;        // member i's position in scalar_tensor
+};
+using ForeachFn = void (*)(const ForeachGroup& group);
+// One stub per foreach op: foreach_<base>_stub (the list: SAFE_OPS_FOREACH_OPS, generated).
+#define SAFE_OPS_DECLARE_FOREACH_STUB(base, formula, nlists) SAFE_OPS_DECLARE_STUB(foreach_##base##_stub, ForeachFn);
+SAFE_OPS_FOREACH_OPS(SAFE_OPS_DECLARE_FOREACH_STUB)
+#undef SAFE_OPS_DECLARE_FOREACH_STUB
 
 }  // namespace safe_ops

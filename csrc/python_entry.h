@@ -123,6 +123,25 @@ struct Arg<std::optional<at::ArrayRef<double>>> {
   }
 };
 
+template <>
+struct Arg<at::ArrayRef<double>> {
+  Arg<std::optional<at::ArrayRef<double>>> inner;
+  bool parse(PyObject* obj) { return obj != Py_None && inner.parse(obj); }
+  at::ArrayRef<double> get() const { return *inner.get(); }
+};
+
+template <>
+struct Arg<const std::optional<at::Tensor>&> {
+  std::optional<at::Tensor> tensor;
+  bool parse(PyObject* obj) {
+    if (obj == Py_None) return true;
+    if (!is_plain_tensor(obj)) return false;
+    tensor = THPVariable_Unpack(obj);
+    return true;
+  }
+  const std::optional<at::Tensor>& get() const { return tensor; }
+};
+
 struct ReleaseGil {
   ReleaseGil() : state(PyEval_SaveThread()) {}
   ~ReleaseGil() { PyEval_RestoreThread(state); }
@@ -222,6 +241,8 @@ using T = const at::Tensor&;
 using S = const c10::Scalar&;
 using TensorList = at::TensorList;
 using Weights = std::optional<at::ArrayRef<double>>;
+using Doubles = at::ArrayRef<double>;
+using OptTensor = const std::optional<at::Tensor>&;
 
 #define SAFE_OPS_FAST_ENTRY(py_name, schema_name, overload, ...)                                                       \
   PyObject* py_name(PyObject*, PyObject* const* args, Py_ssize_t nargs) {                                              \

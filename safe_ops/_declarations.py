@@ -57,6 +57,31 @@ class Op:
 
 
 @dataclass(frozen=True)
+class ForeachOp:
+    """``safe_ops.foreach_<base>_(tensors, <lists>..., <number>)``: ``safe_ops.<base>_`` for every member of a list,
+    under the same in-place contract per member. Members that are plain writes go through one fused kernel,
+    ``foreach_<base>_inplace`` (schema: ``foreach_schema_args``), one pass over all of them."""
+
+    base: str  # the per-member op, an Op of OPS: "lerp"
+    formula: str  # its element formula in csrc/formulas.h, constructed per member from the number
+    lists: Tuple[str, ...]  # Python names of the operand lists after the target list: ("ends",)
+    number: str  # Python name of the per-member number: "weight"
+    number_default: Optional[str] = None  # None: required; else keyword-only with this default ("1")
+    # The base op's keyword for the number (lerp: positional `weight`; add: alpha=...).
+    number_keyword: str = ""
+    # An operand list member may be a Python number (add): such members take the per-tensor path.
+    number_members: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"foreach_{self.base}"
+
+    @property
+    def params(self) -> Tuple[str, ...]:
+        return ("tensors",) + self.lists + (self.number,)
+
+
+@dataclass(frozen=True)
 class BackwardOp:
     """An op called only by autograd Nodes (fused backward passes), with CPU/CUDA/fake kernels so that
     torch.compile can trace a backward."""
@@ -149,6 +174,17 @@ OPS: Tuple[Op, ...] = (
         dtype="first",
     ),
 )
+
+FOREACH_OPS: Tuple[ForeachOp, ...] = (
+    ForeachOp("add", "Add", ("others",), "alpha", "1", "alpha", number_members=True),
+    ForeachOp("lerp", "LerpScalarWeight", ("ends",), "weight"),
+    ForeachOp("addcmul", "Addcmul", ("tensors1", "tensors2"), "value", "1", "value"),
+    ForeachOp("addcdiv", "Addcdiv", ("tensors1", "tensors2"), "value", "1", "value"),
+)
+
+# The fused kernel of every ForeachOp has one schema: the members, their operands member-major (len(lists) per
+# member), and the per-member number as host values or as a tensor of them on the device (read there: no sync).
+FOREACH_SCHEMA_ARGS = "Tensor(a!)[] self, Tensor[] operands, float[] scalars, Tensor? scalar_tensor"
 
 BACKWARD_OPS: Tuple[BackwardOp, ...] = (
     BackwardOp("scale_many", "", "Tensor grad, float[] scales", "Tensor[]"),
@@ -257,6 +293,8 @@ def all_schemas() -> List[Schema]:
         for ov in op.overloads:
             schemas.append(Schema(f"{op.name}_inplace", ov.name, inplace_args(op, ov), "()", True,
                                   inplace_roles(op, ov)))
+    for f in FOREACH_OPS:
+        schemas.append(Schema(f"{f.name}_inplace", "", FOREACH_SCHEMA_ARGS, "()", True))
     for b in BACKWARD_OPS:
         schemas.append(Schema(b.name, b.overload, b.args, b.returns, False))
     return schemas
@@ -264,6 +302,6 @@ def all_schemas() -> List[Schema]:
 
 def public_names() -> List[str]:
     names = [op.name for op in OPS]
-    return names + [f"{name}_" for name in names]
+    return names + [f"{name}_" for name in names] + [f"{f.name}_" for f in FOREACH_OPS]
 
 

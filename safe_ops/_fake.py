@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import _native  # noqa: F401  (the ops must be registered before their fakes)
-from ._declarations import BACKWARD_OPS, OPS, Op, Overload, qualified
+from ._declarations import BACKWARD_OPS, FOREACH_OPS, OPS, Op, Overload, qualified
 from ._promotion import accumulate_dtype
 
 
@@ -151,6 +151,20 @@ for _op in OPS:
         # The in-place kernels return nothing; their fakes only have to exist.
         _inplace_name = qualified(f"{_op.name}_inplace", _overload.name)
         torch.library.register_fake(f"safe_ops::{_inplace_name}")(lambda *args, **kwargs: None)
+
+
+def _foreach_fake(self, operands, scalars, scalar_tensor):
+    # In place over lists, returning nothing; the checks a wrong device or count would fail on in the kernel.
+    tensors = list(self) + list(operands) + ([scalar_tensor] if scalar_tensor is not None else [])
+    if not self or len(operands) % len(self):
+        raise RuntimeError(f"safe_ops foreach: {len(operands)} operands for {len(self)} members")
+    for t in tensors:
+        if t.device != self[0].device:
+            raise RuntimeError(f"safe_ops foreach: expected every tensor on {self[0].device}, got one on {t.device}")
+
+
+for _foreach_op in FOREACH_OPS:
+    torch.library.register_fake(f"safe_ops::{_foreach_op.name}_inplace")(_foreach_fake)
 
 
 @torch.library.register_fake("safe_ops::scale_many")

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from torch.compiler import is_compiling
 
-from . import _C, _inplace
-from ._declarations import OPS, Arg, Op, Overload, entry_name, inplace_params
+from . import _C, _foreach, _inplace
+from ._declarations import FOREACH_OPS, OPS, Arg, ForeachOp, Op, Overload, entry_name, inplace_params
 from ._native import ops
 
 # What the generated code asks on every call: True only while dynamo traces it (then the wrappers take the
@@ -221,6 +221,22 @@ def _docstring(op: Op, inplace: bool) -> str:
     )
 
 
+def _foreach_docstring(fop: ForeachOp) -> str:
+    lists = ", ".join(f"``{x}``" for x in fop.lists)
+    return (
+        f"``safe_ops.{fop.base}_`` for every member of ``tensors``, one fused pass: ``tensors[i]`` updated with\n"
+        f"the i-th members of {lists} and ``{fop.number}`` (a number, a list of numbers, or a tensor of per-member\n"
+        f"values on the device, never read on the host by the fused pass). Lists of equal length, operands of the\n"
+        f"member's shape{' (or, for add, numbers)' if fop.number_members else ''}, one device.\n\n"
+        f"Returns the list of results: per member, the member itself where it was written in place, a new tensor\n"
+        f"where ``safe_ops.{fop.base}_``'s rules say copy; InplaceHazardError where they say raise (README: \"When\n"
+        f"does `add_` write in place?\"). An operand of another floating dtype (an fp32 EMA of a bf16 model) is\n"
+        f"computed in opmath and written in the member's dtype. In grad mode a member autograd must record goes\n"
+        f"through ``safe_ops.{fop.base}_``. Every member is checked before any is written.\n\n"
+        f"Saved for backward: nothing by the fused pass; per-tensor members as ``safe_ops.{fop.base}_``."
+    )
+
+
 def build(namespace_out: dict) -> None:
     """Generates every wrapper into `namespace_out` (the package's namespace)."""
     namespace = _namespace()
@@ -235,6 +251,12 @@ def build(namespace_out: dict) -> None:
         inplace.__module__ = "safe_ops"
         namespace_out[f"{op.name}_"] = inplace
         _SELECTORS[op.name] = _compile(f"{op.name}.select", _selector_source(op), dict(namespace))
+    for fop in FOREACH_OPS:
+        run = _foreach.make(fop, namespace_out[f"{fop.base}_"])
+        wrapper = _compile(f"{fop.name}_", _foreach.foreach_source(fop), {"_run": run})
+        wrapper.__doc__ = _foreach_docstring(fop)
+        wrapper.__module__ = "safe_ops"
+        namespace_out[f"{fop.name}_"] = wrapper
 
 
 def overload_for(name: str, *args, **kwargs):

@@ -15,6 +15,9 @@ import traceback
 
 import torch
 
+import safe_ops
+from safe_ops._declarations import FOREACH_OPS
+
 from op_table import FLOAT_DTYPES, OP_TABLE, Sample, make_tensor, reference_update, replace_tensors
 
 DEV = "cuda"
@@ -97,6 +100,41 @@ def run_all():
                       Sample(info.update(target, a)[0], info.update(target, a)[1]), dtype, grad=False)
 
 
+def run_foreach():
+    """The fused foreach kernels, called directly (no in-place rules: views are written too) on members of every
+    layout above in one call (misaligned, strided: several launches' worth of chunks for the bigger ones), and
+    fp32 members with bf16 operands; against safe_ops' per-tensor op in float64 on the CPU."""
+    for fop in FOREACH_OPS:
+        base = getattr(safe_ops, fop.base)
+        for dtype, operand_dtype in [(d, d) for d in FLOAT_DTYPES] + [(torch.float32, torch.bfloat16)]:
+            members = [make_tensor(shape, dtype, DEV, layout) for shape, layout in _layouts(dtype)]
+            members += [make_tensor((), dtype, DEV), make_tensor((0,), dtype, DEV)]
+            operands = [make_tensor(tuple(m.shape), operand_dtype, DEV, low=0.5) for m in members for _ in fop.lists]
+            values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both of lerp's forms
+            k = len(fop.lists)
+            kw = {fop.number_keyword: None} if fop.number_keyword else {}
+            want = []
+            for i, m in enumerate(members):
+                ops = [_ref(o) for o in operands[i * k:(i + 1) * k]]
+                if fop.number_keyword:
+                    kw[fop.number_keyword] = values[i]
+                    want.append(base(_ref(m), *ops, **kw))
+                else:
+                    want.append(base(_ref(m), *ops, values[i]))
+            name = f"foreach_{fop.base} {dtype}/{operand_dtype}"
+            try:
+                fused = getattr(torch.ops.safe_ops, f"{fop.name}_inplace").default
+                fused(members, operands, values, None)
+                for i, (m, w) in enumerate(zip(members, want)):
+                    compare(f"{name} member {i}", m, w, dtype)
+                fused(members, operands, [], torch.tensor(values, device=DEV))  # numbers read on the device
+                if DEV == "cuda":
+                    torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"{name}: {type(e).__name__}: {e}")
+                traceback.print_exc()
+
+
 def _written_in_place(info, s):
     args = (s.args[0].detach().clone(),) + s.args[1:]  # a fresh plain buffer: the variant must write it
     out = info.inplace(*args, **s.kwargs)
@@ -160,6 +198,7 @@ def main():
         run_big()
     else:
         run_all()
+        run_foreach()
     print(f"gpu_sanitize: {checks} checks, {len(failures)} failures")
     for f in failures[:50]:
         print("  FAIL", f)

@@ -8,5 +8,6 @@ def test_sanitizer_driver_passes_on_the_cpu():
     gpu_sanitize.failures.clear()
     gpu_sanitize.checks = 0
     gpu_sanitize.run_all()
+    gpu_sanitize.run_foreach()
     assert gpu_sanitize.failures == []
     assert gpu_sanitize.checks > 1000

@@ -1,0 +1,132 @@
+// foreach_<op>_inplace(self[], operands[], scalars, scalar_tensor): one fused in-place pass of the op's formula over
+// every member of a list (the multi-tensor kernels: csrc/cpu/foreach_kernels.cpp, csrc/cuda/foreach.cu). The ops
+// are listed in safe_ops/_declarations.py (FOREACH_OPS); safe_ops.foreach_<op>_ applies the in-place rules per
+// member and sends here only the members to write. Every argument check runs before any member is written, so
+// a bad member leaves the whole list unchanged.
+#include <ATen/MemoryOverlap.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/core/ScalarType.h>
+
+#include <utility>
+
+#include "ops.h"
+
+namespace safe_ops {
+namespace {
+
+bool same_layout(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && a.strides() == b.strides();
+}
+
+// `o` in `dtype` with `like`'s strides (the kernel reads member and operands as flat runs of the same order).
+at::Tensor operand_like(const at::Tensor& o, const at::Tensor& like, at::ScalarType dtype) {
+  if (o.scalar_type() == dtype && same_layout(o, like)) return o;
+  at::Tensor out = at::empty_like(like, like.options().dtype(dtype));
+  out.copy_(o);
+  return out;
+}
+
+void check_args(at::TensorList self, at::TensorList operands, int nlists, at::ArrayRef<double> scalars,
+                const at::Tensor& scalar_tensor, const char* name) {
+  const size_t n = self.size();
+  TORCH_CHECK(n > 0, "safe_ops.", name, ": expects a non-empty list of tensors");
+  TORCH_CHECK(operands.size() == n * static_cast<size_t>(nlists), "safe_ops.", name, ": expected ", n * nlists,
+              " operands (", nlists, " per member) for ", n, " members, got ", operands.size());
+  const c10::Device device = self[0].device();
+  if (scalar_tensor.defined()) {
+    TORCH_CHECK(scalar_tensor.dim() == 1 && scalar_tensor.numel() == static_cast<int64_t>(n), "safe_ops.", name,
+                ": a tensor of per-member numbers must be 1-D with one value per member (", n, "), got shape ",
+                scalar_tensor.sizes());
+    TORCH_CHECK(scalar_tensor.device() == device, "safe_ops.", name, ": the per-member numbers are on ",
+                scalar_tensor.device(), " but the members on ", device);
+    check_result_dtype(scalar_tensor.scalar_type(), name);
+  } else {
+    TORCH_CHECK(scalars.size() == n, "safe_ops.", name, ": expected ", n, " numbers (one per member), got ",
+                scalars.size());
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& t = self[i];
+    TORCH_CHECK(t.device() == device, "safe_ops.", name, ": expected every tensor on one device, ", device,
+                ", but member ", i, " is on ", t.device());
+    check_result_dtype(t.scalar_type(), name);
+    TORCH_CHECK(at::has_internal_overlap(t) != at::MemOverlap::Yes, "safe_ops.", name, ": member ", i,
+                " has elements that share memory (an expanded tensor) and cannot be written in place");
+    for (int k = 0; k < nlists; ++k) {
+      const at::Tensor& o = operands[i * nlists + k];
+      TORCH_CHECK(o.device() == device, "safe_ops.", name, ": expected every tensor on one device, ", device,
+                  ", but operand ", k, " of member ", i, " is on ", o.device());
+      check_result_dtype(o.scalar_type(), name);
+      TORCH_CHECK(o.sizes() == t.sizes(), "safe_ops.", name, ": operand ", k, " of member ", i, " has shape ",
+                  o.sizes(), ", the member ", t.sizes(), " (the shapes must be equal)");
+      at::assert_no_partial_overlap(t, o);
+    }
+  }
+}
+
+void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
+                     at::ArrayRef<double> scalars, const std::optional<at::Tensor>& scalar_tensor, const char* name) {
+  const at::Tensor values = scalar_tensor.has_value() ? *scalar_tensor : at::Tensor();
+  check_args(self, operands, nlists, scalars, values, name);
+  // From here on nothing depends on the arguments' validity: members are written only below.
+  const c10::Device device = self[0].device();
+  OpDeviceGuard guard(device);
+  // Converted on the device, asynchronously: the values never travel to the host.
+  const at::Tensor device_values = values.defined() ? values.to(at::kDouble).contiguous() : at::Tensor();
+  std::vector<ForeachGroup> groups;                           // one per (member dtype, operand dtype): usually one
+  std::vector<std::pair<at::Tensor, at::Tensor>> write_back;  // (member, dense copy written in its place)
+  for (size_t i = 0; i < self.size(); ++i) {
+    const at::Tensor& t = self[i];
+    if (t.numel() == 0) continue;
+    at::ScalarType operand_dtype = operands[i * nlists].scalar_type();
+    for (int k = 1; k < nlists; ++k)
+      operand_dtype = c10::promoteTypes(operand_dtype, operands[i * nlists + k].scalar_type());
+    // Strided members (slices, ...) are computed in a dense copy and copied back: the fused pass reads flat runs.
+    at::Tensor target = t;
+    if (!t.is_non_overlapping_and_dense()) {
+      target = t.contiguous();
+      write_back.emplace_back(t, target);
+    }
+    ForeachGroup* group = nullptr;
+    for (auto& g : groups) {
+      if (g.dtype == t.scalar_type() && g.operand_dtype == operand_dtype) group = &g;
+    }
+    if (group == nullptr) {
+      groups.emplace_back();
+      group = &groups.back();
+      group->noperands = nlists;
+      group->dtype = t.scalar_type();
+      group->operand_dtype = operand_dtype;
+      group->scalar_tensor = device_values;
+    }
+    group->members.push_back(target);
+    for (int k = 0; k < nlists; ++k)
+      group->operands.push_back(operand_like(operands[i * nlists + k], target, operand_dtype));
+    if (device_values.defined()) {
+      group->index.push_back(static_cast<int64_t>(i));
+    } else {
+      group->scalars.push_back(scalars[i]);
+    }
+  }
+  for (const auto& g : groups) stub(device.type())(g);
+  for (auto& [member, dense] : write_back) member.copy_(dense);
+}
+
+#define SAFE_OPS_FOREACH_IMPL(base, formula, nlists)                                                              \
+  void foreach_##base##_inplace(at::TensorList self, at::TensorList operands, at::ArrayRef<double> scalars,       \
+                                const std::optional<at::Tensor>& scalar_tensor) {                                 \
+    foreach_inplace(foreach_##base##_stub, nlists, self, operands, scalars, scalar_tensor, "foreach_" #base "_"); \
+  }
+SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_IMPL)
+#undef SAFE_OPS_FOREACH_IMPL
+
+void register_impls(torch::Library& m) {
+#define SAFE_OPS_FOREACH_REGISTER(base, formula, nlists) m.impl("foreach_" #base "_inplace", foreach_##base##_inplace);
+  SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_REGISTER)
+#undef SAFE_OPS_FOREACH_REGISTER
+}
+
+}  // namespace
+
+SAFE_OPS_IMPL_CPU_AND_CUDA(register_impls)
+
+}  // namespace safe_ops

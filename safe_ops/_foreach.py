@@ -1,0 +1,165 @@
+"""``safe_ops.foreach_<op>_``: ``safe_ops.<op>_`` over whole lists (declared in ``_declarations.FOREACH_OPS``).
+
+Per member, the in-place contract of ``safe_ops.<op>_`` (``_inplace.py``'s rules): written in place where that is
+safe, a new tensor where the rules say copy, InplaceHazardError where they say raise. The members that are writes
+without autograd (no_grad, or nothing requires grad) go through one fused kernel ``foreach_<op>_inplace``; in grad
+mode a member that autograd must record goes through ``safe_ops.<op>_`` itself, so a member a node saved is never
+corrupted. The result dtype of a member is the member's dtype (an operand may have another floating dtype: it is
+computed in opmath and rounded once, as torch's in-place ops round into ``self``). Every member is checked, and every
+rule asked, before any member is written.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.compiler import is_compiling
+
+from . import _C, _inplace
+from ._declarations import OPS, ForeachOp, entry_name
+from ._native import ops
+
+_SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_NUMBER = (int, float)  # bool is an int; a plain tuple keeps torch.compile tracing
+
+
+def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional[Tensor]]:
+    """The per-member number as (host values, None) or ([], a 1-D tensor of them on the device)."""
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            value = value.reshape(1).expand(n)
+        if value.shape != (n,):
+            raise RuntimeError(f"safe_ops.{name}: a tensor `{what}` holds one value per member: expected shape "
+                               f"({n},), got {tuple(value.shape)}")
+        return [], value
+    if isinstance(value, _NUMBER):
+        return [float(value)] * n, None
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"safe_ops.{name}: `{what}` must be a number, a list of numbers or a tensor, got "
+                        f"{type(value).__name__}")
+    if len(value) != n:
+        raise RuntimeError(f"safe_ops.{name}: expected {n} values of `{what}` (one per member), got {len(value)}")
+    for v in value:
+        if not isinstance(v, _NUMBER):  # torch: TypeError for a non-number scalar
+            raise TypeError(f"safe_ops.{name}: `{what}` must be a number, a list of numbers or a tensor, got a "
+                            f"list holding a {type(v).__name__}")
+    return [float(v) for v in value], None
+
+
+def _check_member(name: str, i: int, t: Tensor, others: Sequence, device: torch.device) -> None:
+    """The checks the fused kernel makes (csrc/foreach.cpp), for the members that take the per-tensor path too."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"safe_ops.{name}: member {i} is a {type(t).__name__}, not a tensor")
+    for x in (t, *(o for o in others if isinstance(o, Tensor))):
+        if x.device != device:
+            raise RuntimeError(f"safe_ops.{name}: expected every tensor on one device, {device}, but member {i} "
+                               f"has one on {x.device}")
+        if x.dtype not in _SUPPORTED:
+            raise TypeError(f"safe_ops.{name}: supports float16, bfloat16, float32 and float64 tensors, but member "
+                            f"{i} has a {x.dtype} tensor. Use the torch op for other dtypes.")
+        if x.shape != t.shape:
+            raise RuntimeError(f"safe_ops.{name}: an operand of member {i} has shape {tuple(x.shape)}, the member "
+                               f"{tuple(t.shape)} (the shapes must be equal)")
+
+
+def make(fop: ForeachOp, single: Callable) -> Callable:
+    """The wrapper of one foreach op; `single` is ``safe_ops.<base>_``, the per-member path."""
+    name = f"{fop.name}_"
+    nlists = len(fop.lists)
+    fused_entry = getattr(_C, entry_name(f"{fop.name}_inplace", ""))
+    fused_op = getattr(ops, f"{fop.name}_inplace").default
+    same_dtype = next(op for op in OPS if op.name == fop.base).dtype == "first"
+    writable, fits, compiled_writable = _inplace.writable, _inplace.fits, _inplace.compiled_writable
+    can_write = _inplace.can_write_inplace
+
+    def plain(t: Tensor, others: tuple) -> bool:
+        # The plain case: the decision says in place and every operand has the member's dtype and shape and is
+        # not the member itself (so the result fits and the write cannot change an operand the op reads).
+        if not can_write(t):
+            return False
+        dtype, shape = t.dtype, t.shape
+        return all(o is not t and o.dtype == dtype and o.shape == shape for o in others)
+
+    def fused(targets: list, operands: list, values: list, device_values: Optional[Tensor]) -> None:
+        if is_compiling() or fused_entry(targets, operands, values, device_values) is NotImplemented:
+            fused_op(targets, operands, values, device_values)
+
+    def per_member(t: Tensor, others: tuple, value) -> Tensor:
+        if fop.number_keyword:
+            return single(t, *others, **{fop.number_keyword: value})
+        return single(t, *others, value)
+
+    def run(tensors, lists: tuple, number):
+        tensors = list(tensors)
+        n = len(tensors)
+        if n == 0:
+            raise RuntimeError(f"safe_ops.{name}: expects a non-empty list of tensors")
+        lists = [[x] * n if fop.number_members and isinstance(x, _NUMBER) else list(x) for x in lists]
+        for what, x in zip(fop.lists, lists):
+            if len(x) != n:  # torch: RuntimeError for lists of different lengths
+                raise RuntimeError(f"safe_ops.{name}: `{what}` has {len(x)} members, `tensors` {n}")
+        values, device_values = _numbers(number, n, fop.number, name)
+        members = list(zip(*lists))  # the others of each member
+        grad = torch.is_grad_enabled()
+
+        # The common case, checked cheaply: every member a plain in-place write that autograd need not record.
+        tensors_only = not fop.number_members or all(isinstance(o, Tensor) for m in members for o in m)
+        if not is_compiling() and tensors_only and all(map(plain, tensors, members)) and not (
+            grad and any(t.requires_grad or any(o.requires_grad for o in m) for t, m in zip(tensors, members))
+        ):
+            fused(tensors, lists[0] if nlists == 1 else [o for m in members for o in m], values, device_values)
+            return tensors
+
+        device = tensors[0].device if isinstance(tensors[0], Tensor) else None
+        results = list(tensors)
+        targets: List[Tensor] = []
+        operands: List[Tensor] = []
+        fused_at: List[int] = []
+        singles: List[int] = []
+        for i, (t, m) in enumerate(zip(tensors, members)):
+            _check_member(name, i, t, m, device)
+            tensor_others = tuple(o for o in m if isinstance(o, Tensor))
+            needs_graph = grad and (t.requires_grad or any(o.requires_grad for o in tensor_others))
+            if is_compiling():  # counts cannot be read: the per-tensor variants' compile rule, per member
+                if needs_graph or len(tensor_others) < nlists or not compiled_writable(t, True):
+                    singles.append(i)
+                    continue
+                targets.append(t)
+                operands += m
+                fused_at.append(i)
+                continue
+            if needs_graph or len(tensor_others) < nlists:
+                if needs_graph and same_dtype and any(o.dtype != t.dtype for o in tensor_others):
+                    raise RuntimeError(f"safe_ops.{name}: member {i} needs autograd, and {fop.base} with a gradient "
+                                       f"needs operands of the member's dtype {t.dtype}")
+                # Asked now so that a hazard raises before anything is written; the per-tensor op asks again.
+                writable(name, t, tensor_others, fits(t, tensor_others, t.dtype))
+                singles.append(i)
+                continue
+            target = t if writable(name, t, m, fits(t, m, t.dtype)) else t.clone()
+            results[i] = target
+            targets.append(target)
+            operands += m
+            fused_at.append(i)
+        # Fused first: its kernel checks what is left (memory overlap) before writing any member.
+        if targets:
+            if device_values is None:
+                fused(targets, operands, [values[i] for i in fused_at], None)
+            else:
+                fused(targets, operands, [], device_values[fused_at])
+        for i in singles:
+            # A per-member tensor of numbers is read on the host here, for these members only.
+            value = float(device_values[i]) if device_values is not None else values[i]
+            results[i] = per_member(tensors[i], members[i], value)
+        return results
+
+    return run
+
+
+def foreach_source(fop: ForeachOp) -> str:
+    """The public signature of ``safe_ops.foreach_<base>_`` as Python source: torch's parameter names."""
+    lists = ", ".join(fop.lists)
+    number = fop.number if fop.number_default is None else f"*, {fop.number}={fop.number_default}"
+    return (f"def {fop.name}_(tensors, {lists}, {number}):\n"
+            f"    return _run(tensors, ({lists},), {fop.number})\n")
