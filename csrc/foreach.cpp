@@ -7,7 +7,10 @@
 #include <ATen/ops/empty_like.h>
 #include <c10/core/ScalarType.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "ops.h"
 
@@ -63,15 +66,57 @@ void check_args(at::TensorList self, at::TensorList operands, int nlists, at::Ar
   }
 }
 
-void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
-                     at::ArrayRef<double> scalars, const std::optional<at::Tensor>& scalar_tensor, const char* name) {
-  const at::Tensor values = scalar_tensor.has_value() ? *scalar_tensor : at::Tensor();
-  check_args(self, operands, nlists, scalars, values, name);
-  // From here on nothing depends on the arguments' validity: members are written only below.
+// [first, last) byte span of a tensor's elements (a superset of the bytes it touches).
+std::pair<uintptr_t, uintptr_t> span(const at::Tensor& t) {
+  const auto base = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  int64_t hi = 0, lo = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const int64_t extent = (t.size(d) - 1) * t.stride(d);
+    (extent > 0 ? hi : lo) += extent;
+  }
+  return {base + lo * t.element_size(), base + (hi + 1) * t.element_size()};
+}
+
+// Whether some member's memory may meet another member's memory or operands: the fused pass runs members in
+// parallel, so then they are run one after another, in list order, as torch's foreach ops do. Spans are sorted,
+// so the check stays O(n log n) for the hot EMA / optimizer call over every parameter.
+bool members_interact(at::TensorList self, at::TensorList operands, int nlists) {
+  struct Span {
+    uintptr_t first, last;
+    size_t member;
+    bool is_member;
+  };
+  std::vector<Span> spans;
+  spans.reserve(self.size() * (1 + nlists));
+  for (size_t i = 0; i < self.size(); ++i) {
+    if (self[i].numel() == 0) continue;
+    auto [f, l] = span(self[i]);
+    spans.push_back({f, l, i, true});
+    for (int k = 0; k < nlists; ++k) {
+      const at::Tensor& o = operands[i * nlists + k];
+      if (o.numel() == 0) continue;
+      auto [of, ol] = span(o);
+      spans.push_back({of, ol, i, false});
+    }
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.first < b.first; });
+  // Sweep: the open spans that reach past each start; two of different members where one is a member meet.
+  std::vector<Span> open;
+  for (const auto& sp : spans) {
+    open.erase(std::remove_if(open.begin(), open.end(), [&](const Span& o) { return o.last <= sp.first; }), open.end());
+    for (const auto& o : open) {
+      if (o.member != sp.member && (o.is_member || sp.is_member)) return true;
+    }
+    open.push_back(sp);
+  }
+  return false;
+}
+
+// Groups members by (member dtype, operand dtype) and runs the fused kernel once per group. `first` is the index of
+// self[0] in the caller's list (for the per-member numbers on the device).
+void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
+               at::ArrayRef<double> scalars, const at::Tensor& device_values, size_t first) {
   const c10::Device device = self[0].device();
-  OpDeviceGuard guard(device);
-  // Converted on the device, asynchronously: the values never travel to the host.
-  const at::Tensor device_values = values.defined() ? values.to(at::kDouble).contiguous() : at::Tensor();
   std::vector<ForeachGroup> groups;                           // one per (member dtype, operand dtype): usually one
   std::vector<std::pair<at::Tensor, at::Tensor>> write_back;  // (member, dense copy written in its place)
   for (size_t i = 0; i < self.size(); ++i) {
@@ -102,13 +147,32 @@ void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::Tensor
     for (int k = 0; k < nlists; ++k)
       group->operands.push_back(operand_like(operands[i * nlists + k], target, operand_dtype));
     if (device_values.defined()) {
-      group->index.push_back(static_cast<int64_t>(i));
+      group->index.push_back(static_cast<int64_t>(first + i));
     } else {
       group->scalars.push_back(scalars[i]);
     }
   }
   for (const auto& g : groups) stub(device.type())(g);
   for (auto& [member, dense] : write_back) member.copy_(dense);
+}
+
+void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
+                     at::ArrayRef<double> scalars, const std::optional<at::Tensor>& scalar_tensor, const char* name) {
+  const at::Tensor values = scalar_tensor.has_value() ? *scalar_tensor : at::Tensor();
+  check_args(self, operands, nlists, scalars, values, name);
+  // From here on nothing depends on the arguments' validity: members are written only below.
+  OpDeviceGuard guard(self[0].device());
+  // Converted on the device, asynchronously: the values never travel to the host.
+  const at::Tensor device_values = values.defined() ? values.to(at::kDouble).contiguous() : at::Tensor();
+  if (!members_interact(self, operands, nlists)) {
+    run_fused(stub, nlists, self, operands, scalars, device_values, 0);
+    return;
+  }
+  for (size_t i = 0; i < self.size(); ++i) {
+    if (self[i].numel() == 0) continue;
+    run_fused(stub, nlists, self.slice(i, 1), operands.slice(i * nlists, nlists),
+              device_values.defined() ? at::ArrayRef<double>() : scalars.slice(i, 1), device_values, i);
+  }
 }
 
 #define SAFE_OPS_FOREACH_IMPL(base, formula, nlists)                                                              \

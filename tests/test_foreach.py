@@ -495,3 +495,18 @@ def test_compiled_grad_mode_member_gets_its_gradient():
 
     torch.compile(f, fullgraph=True, backend="aot_eager")(x, end).backward()
     torch.testing.assert_close(x.grad, torch.full((4,), 1.5))
+
+
+def test_members_that_read_each_other_are_updated_in_list_order_like_torch():
+    # member 1's operand is member 0, and member 0's is member 1: torch's foreach runs them in order
+    torch.manual_seed(0)
+    a, b = torch.randn(1000), torch.randn(1000)
+    ra, rb = a.clone(), b.clone()
+    with torch.no_grad():
+        safe_ops.foreach_add_([a, b], [b, a], alpha=2)
+        torch._foreach_add_([ra, rb], [rb, ra], alpha=2)
+    assert torch.equal(a, ra) and torch.equal(b, rb)
+    flat = torch.randn(10)  # members that are disjoint slices of one buffer still take the fused pass
+    ref = flat.clone()
+    safe_ops.foreach_lerp_([flat[:4], flat[4:]], [torch.ones(4), torch.ones(6)], 0.5)
+    torch.testing.assert_close(flat, ref.lerp(torch.ones(10), 0.5))
