@@ -510,3 +510,23 @@ def test_members_that_read_each_other_are_updated_in_list_order_like_torch():
     ref = flat.clone()
     safe_ops.foreach_lerp_([flat[:4], flat[4:]], [torch.ones(4), torch.ones(6)], 0.5)
     torch.testing.assert_close(flat, ref.lerp(torch.ones(10), 0.5))
+
+
+def test_real_timm_model_ema_v3_foreach_branch_on_foreach_lerp_():
+    """timm's own ModelEmaV3 (foreach=True): its _foreach_lerp_ over state_dict() values on safe_ops.foreach_lerp_
+    gives the EMA torch._foreach_lerp_ gives, and the EMA module really changes."""
+    timm_ema = pytest.importorskip("timm.utils.model_ema")
+    torch.manual_seed(0)
+    model = SmallResNet()
+    ours = timm_ema.ModelEmaV3(model, decay=0.9, foreach=True)
+    theirs = timm_ema.ModelEmaV3(model, decay=0.9, foreach=True)
+    ours._foreach_lerp_ = lambda ema_values, model_values, weight: safe_ops.foreach_lerp_(ema_values, model_values,
+                                                                                         weight)
+    before = [v.clone() for v in ours.module.state_dict().values()]
+    for step, _ in enumerate(_train_steps(model)):
+        ours.update(model, step=step)
+        theirs.update(model, step=step)
+    for a, b, c in zip(ours.module.state_dict().values(), theirs.module.state_dict().values(), before):
+        torch.testing.assert_close(a, b)
+        if a.is_floating_point() and a.numel() > 1:
+            assert not torch.equal(a, c)

@@ -12,31 +12,12 @@
 #include <type_traits>
 #include <vector>
 
-#define SAFE_OPS_ISA baseline
-#include "foreach_loops.h"
-#undef SAFE_OPS_ISA
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define SAFE_OPS_ISA avx2
-#include "foreach_loops.h"
-#undef SAFE_OPS_ISA
-#pragma GCC pop_options
-#define SAFE_OPS_HAVE_AVX2_LOOPS 1
-#endif
+#define SAFE_OPS_LOOPS "foreach_loops.h"
+#include "isa_loops.h"  // the loops once per instruction set, and use_avx2()
+#undef SAFE_OPS_LOOPS
 
 namespace safe_ops {
 namespace {
-
-// As kernels.cpp: the AVX2 loop where the CPU has it (this module is built for baseline x86-64).
-bool use_avx2() {
-#ifdef SAFE_OPS_HAVE_AVX2_LOOPS
-  static const bool supported = __builtin_cpu_supports("avx2");
-  return supported;
-#else
-  return false;
-#endif
-}
 
 // Bytes per task of the parallel split: small enough that 142 small tensors spread over the cores, big enough
 // that a task is not dominated by its start-up.

@@ -14,34 +14,12 @@
 #include <cmath>
 #include <vector>
 
-// The contiguous inner loops, once per instruction set (see contiguous_loops.h).
-#define SAFE_OPS_ISA baseline
-#include "contiguous_loops.h"
-#undef SAFE_OPS_ISA
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define SAFE_OPS_ISA avx2
-#include "contiguous_loops.h"
-#undef SAFE_OPS_ISA
-#pragma GCC pop_options
-#define SAFE_OPS_HAVE_AVX2_LOOPS 1
-#endif
+#define SAFE_OPS_LOOPS "contiguous_loops.h"
+#include "isa_loops.h"  // the loops once per instruction set, and use_avx2()
+#undef SAFE_OPS_LOOPS
 
 namespace safe_ops {
 namespace {
-
-// The AVX2 loops when this CPU has AVX2 (checked once). This build otherwise targets baseline x86-64, so the
-// module loads on any CPU; AVX2 doubles the arithmetic rate of the K-input loops, which on a 2-core machine
-// bound them before memory bandwidth did.
-bool use_avx2() {
-#ifdef SAFE_OPS_HAVE_AVX2_LOOPS
-  static const bool supported = __builtin_cpu_supports("avx2");
-  return supported;
-#else
-  return false;
-#endif
-}
 
 // Elements per accumulator block in the K-input loops: the block's opmath accumulator stays in L1 while the
 // K inputs stream through it once.
