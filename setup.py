@@ -51,7 +51,10 @@ def _extension():
     # -fopenmp: at::parallel_for inlines OpenMP pragmas; without it our loops would run on one thread.
     # -fno-trapping-math: lets the compiler vectorise selects such as lerp's two forms (results unchanged; we
     # never read floating-point exception flags).
-    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", f"-I{os.path.join(ROOT, 'csrc')}"]  # for the generated file
+    # -ffp-contract=fast: `a + b*c` is one FMA in the loops built for FMA CPUs (isa_loops.h), as torch's kernels
+    # compute it; code built for baseline x86-64 has no FMA instruction to contract to.
+    # -I csrc: for the generated file.
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-ffp-contract=fast", f"-I{os.path.join(ROOT, 'csrc')}"]
     link = ["-fopenmp"]
     generated = [os.path.join(ROOT, "build", "generated")]  # foreach_ops.h
     if not _want_cuda():

@@ -173,10 +173,20 @@ def lerp_samples(dtype, device, requires_grad=False):
 
 
 def accumulate_ref(tensors, weights=None):
+    # accumulate's documented order: w_0*x_0, then each further term added as torch.add(total, x_i, alpha=w_i),
+    # which is fused where torch's kernels fuse (FMA CPUs) and not where they don't.
     total = None
     for i, t in enumerate(tensors):
-        term = t if weights is None else t * weights[i]
-        total = term if total is None else total + term
+        if total is None:
+            total = t if weights is None else t * weights[i]
+        else:
+            w = None if weights is None else weights[i]
+            if w is None:
+                total = total + t
+            elif isinstance(w, torch.Tensor):  # differentiable weight: addcmul fuses t*w into total alike
+                total = torch.addcmul(total, t, w)
+            else:
+                total = torch.add(total, t, alpha=w)
     return total
 
 

@@ -1,8 +1,8 @@
-// The contiguous inner loops of the CPU kernels, included twice by kernels.cpp: once for the baseline
-// x86-64 target and once under `#pragma GCC target("avx2")`, in namespaces SAFE_OPS_ISA = baseline / avx2.
-// The loaded module picks one at run time from the CPU's features (see kernels.cpp). Only plain loops over raw
-// pointers live here: nothing from a library is first instantiated under the AVX2 target. No FMA: results are
-// the same bits on every CPU.
+// The inner loops of the CPU kernels, included twice by kernels.cpp (isa_loops.h): for the baseline x86-64
+// target and under `#pragma GCC target("avx2,fma")`, in namespaces SAFE_OPS_ISA = baseline / avx2. Only plain
+// loops over raw pointers live here: nothing from a library is first instantiated under the AVX2 target. In the
+// avx2 loops `a + b*c` is one fused multiply-add (the build contracts, -ffp-contract=fast), as in torch's
+// vectorised CPU kernels; the strided loops are here too, because torch fuses its scalar loops as well.
 // (No include guard: included once per ISA.)
 
 namespace safe_ops {
@@ -11,25 +11,42 @@ namespace SAFE_OPS_ISA {
 template <typename scalar_t>
 using opmath_t = at::opmath_type<scalar_t>;
 
+// acc + w·x, rounded once where torch fuses (torch's fmadd(other, alpha, self)). Explicit, not left to
+// contraction: in w0·x0 + w1·x1 the compiler may fuse either product, and it hoists a loop-invariant product.
+template <typename op_t>
+inline op_t mul_add(op_t w, op_t x, op_t acc) {
+#if SAFE_OPS_FUSED
+  return std::fma(w, x, acc);
+#else
+  return acc + w * x;
+#endif
+}
+
+// v + value·alpha for add.Scalar.
+template <typename op_t>
+inline op_t add_scalar_term(op_t v, op_t value, op_t alpha) {
+  return mul_add(value, alpha, v);
+}
+
 // Adds inputs x[0..G) of one block to the running sum, left to right: acc (or nothing, for the first group)
 // + w_0·x_0 + ... + w_{G-1}·x_{G-1}. Up to eight inputs per pass keep the accumulator traffic low; the last group
 // stores straight to out, rounding once.
 template <int G, bool kFirst, bool kLast, typename scalar_t>
 void accumulate_group(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x, const opmath_t<scalar_t>* w,
-                      int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
+                      int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_value, opmath_t<scalar_t> scalar_alpha) {
   using op_t = opmath_t<scalar_t>;
 #pragma GCC ivdep  // out may be x[0] (in place), element for element
   for (int64_t j = 0; j < len; ++j) {
-    op_t v = kFirst ? w[0] * static_cast<op_t>(x[0][j]) : acc[j] + w[0] * static_cast<op_t>(x[0][j]);
-    if constexpr (G > 1) v += w[1] * static_cast<op_t>(x[1][j]);
-    if constexpr (G > 2) v += w[2] * static_cast<op_t>(x[2][j]);
-    if constexpr (G > 3) v += w[3] * static_cast<op_t>(x[3][j]);
-    if constexpr (G > 4) v += w[4] * static_cast<op_t>(x[4][j]);
-    if constexpr (G > 5) v += w[5] * static_cast<op_t>(x[5][j]);
-    if constexpr (G > 6) v += w[6] * static_cast<op_t>(x[6][j]);
-    if constexpr (G > 7) v += w[7] * static_cast<op_t>(x[7][j]);
+    op_t v = kFirst ? w[0] * static_cast<op_t>(x[0][j]) : mul_add(w[0], static_cast<op_t>(x[0][j]), acc[j]);
+    if constexpr (G > 1) v = mul_add(w[1], static_cast<op_t>(x[1][j]), v);
+    if constexpr (G > 2) v = mul_add(w[2], static_cast<op_t>(x[2][j]), v);
+    if constexpr (G > 3) v = mul_add(w[3], static_cast<op_t>(x[3][j]), v);
+    if constexpr (G > 4) v = mul_add(w[4], static_cast<op_t>(x[4][j]), v);
+    if constexpr (G > 5) v = mul_add(w[5], static_cast<op_t>(x[5][j]), v);
+    if constexpr (G > 6) v = mul_add(w[6], static_cast<op_t>(x[6][j]), v);
+    if constexpr (G > 7) v = mul_add(w[7], static_cast<op_t>(x[7][j]), v);
     if constexpr (kLast) {
-      if (has_scalar) v += scalar_term;  // only when asked: adding +0 would turn -0.0 into +0.0
+      if (has_scalar) v = add_scalar_term(v, scalar_value, scalar_alpha);  // +0 would turn -0.0 into +0.0
       out[j] = static_cast<scalar_t>(v);
     } else {
       acc[j] = v;
@@ -39,16 +56,17 @@ void accumulate_group(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* co
 
 template <bool kFirst, bool kLast, typename scalar_t>
 void accumulate_group(int g, opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x,
-                      const opmath_t<scalar_t>* w, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
+                      const opmath_t<scalar_t>* w, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_value,
+                      opmath_t<scalar_t> scalar_alpha) {
   switch (g) {
-    case 1: return accumulate_group<1, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    case 2: return accumulate_group<2, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    case 3: return accumulate_group<3, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    case 4: return accumulate_group<4, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    case 5: return accumulate_group<5, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    case 6: return accumulate_group<6, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    case 7: return accumulate_group<7, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
-    default: return accumulate_group<8, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_term);
+    case 1: return accumulate_group<1, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    case 2: return accumulate_group<2, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    case 3: return accumulate_group<3, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    case 4: return accumulate_group<4, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    case 5: return accumulate_group<5, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    case 6: return accumulate_group<6, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    case 7: return accumulate_group<7, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
+    default: return accumulate_group<8, kFirst, kLast>(acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
   }
 }
 
@@ -57,7 +75,8 @@ void accumulate_group(int g, opmath_t<scalar_t>* acc, scalar_t* out, const scala
 // on the 2-core EPYC dev machine more inputs per pass beat fewer (fewer trips through acc).
 template <typename scalar_t>
 void accumulate_block(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* const* x, const opmath_t<scalar_t>* w,
-                      int k, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_term) {
+                      int k, int64_t len, bool has_scalar, opmath_t<scalar_t> scalar_value,
+                      opmath_t<scalar_t> scalar_alpha) {
   constexpr int kMaxGroup = 8;
   const int ngroups = (k + kMaxGroup - 1) / kMaxGroup;
   const int group = (k + ngroups - 1) / ngroups;  // balanced: 9 inputs as 5 + 4, not 8 + 1
@@ -65,13 +84,13 @@ void accumulate_block(opmath_t<scalar_t>* acc, scalar_t* out, const scalar_t* co
     const int g = k - i < group ? k - i : group;
     const bool first = i == 0, last = i + g == k;
     if (first && last) {
-      accumulate_group<true, true>(g, acc, out, x, w, len, has_scalar, scalar_term);
+      accumulate_group<true, true>(g, acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
     } else if (first) {
-      accumulate_group<true, false>(g, acc, out, x, w, len, has_scalar, scalar_term);
+      accumulate_group<true, false>(g, acc, out, x, w, len, has_scalar, scalar_value, scalar_alpha);
     } else if (last) {
-      accumulate_group<false, true>(g, acc, out, x + i, w + i, len, has_scalar, scalar_term);
+      accumulate_group<false, true>(g, acc, out, x + i, w + i, len, has_scalar, scalar_value, scalar_alpha);
     } else {
-      accumulate_group<false, false>(g, acc, out, x + i, w + i, len, has_scalar, scalar_term);
+      accumulate_group<false, false>(g, acc, out, x + i, w + i, len, has_scalar, scalar_value, scalar_alpha);
     }
   }
 }
@@ -142,6 +161,36 @@ void map_block(scalar_t* const* out, const scalar_t* const* in, int64_t len, con
     for (int i = 0; i < NIN; ++i) v[i] = static_cast<op_t>(p[i][j]);
     const std::array<op_t, NOUT> r = f(v);
     for (int k = 0; k < NOUT; ++k) o[k][j] = static_cast<scalar_t>(r[k]);
+  }
+}
+
+template <typename scalar_t>
+opmath_t<scalar_t> load_strided(const char* base, int64_t stride, int64_t j) {
+  return static_cast<opmath_t<scalar_t>>(*reinterpret_cast<const scalar_t*>(base + j * stride));
+}
+
+// The strided loop of linear_combination: operands [out, x_0 .. x_{k-1}], summed left to right.
+template <typename scalar_t>
+void linear_strided(char** data, const int64_t* strides, int64_t n, int k, const opmath_t<scalar_t>* w, bool has_scalar,
+                    opmath_t<scalar_t> scalar_value, opmath_t<scalar_t> scalar_alpha) {
+  using op_t = opmath_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j) {
+    op_t acc = w[0] * load_strided<scalar_t>(data[1], strides[1], j);
+    for (int i = 1; i < k; ++i) acc = mul_add(w[i], load_strided<scalar_t>(data[1 + i], strides[1 + i], j), acc);
+    if (has_scalar) acc = add_scalar_term(acc, scalar_value, scalar_alpha);
+    *reinterpret_cast<scalar_t*>(data[0] + j * strides[0]) = static_cast<scalar_t>(acc);
+  }
+}
+
+// The strided loop of map_elementwise: operands [outputs..., inputs...].
+template <int NOUT, int NIN, typename scalar_t, typename F>
+void map_strided(char** data, const int64_t* strides, int64_t n, const F& f) {
+  using op_t = opmath_t<scalar_t>;
+  for (int64_t j = 0; j < n; ++j) {
+    std::array<op_t, NIN> x;
+    for (int i = 0; i < NIN; ++i) x[i] = load_strided<scalar_t>(data[NOUT + i], strides[NOUT + i], j);
+    const std::array<op_t, NOUT> y = f(x);
+    for (int o = 0; o < NOUT; ++o) *reinterpret_cast<scalar_t*>(data[o] + j * strides[o]) = static_cast<scalar_t>(y[o]);
   }
 }
 

@@ -1,6 +1,6 @@
 // The contiguous inner loop of the CPU foreach kernels (foreach_kernels.cpp), included twice like
-// contiguous_loops.h: baseline x86-64 and `#pragma GCC target("avx2")`, in namespaces SAFE_OPS_ISA. Raw pointers
-// only; no FMA, so results are the same bits on every CPU.
+// contiguous_loops.h: baseline x86-64 and `#pragma GCC target("avx2,fma")`, in namespaces SAFE_OPS_ISA. Raw
+// pointers only; fused multiply-adds where contiguous_loops.h has them, so members get the per-tensor op's bits.
 // (No include guard: included once per ISA.)
 
 namespace safe_ops {

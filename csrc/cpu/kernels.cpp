@@ -64,8 +64,10 @@ void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c
   // Small vectors: no heap allocation per call for K <= 8 (a tiny add_ is dominated by per-call costs).
   const c10::SmallVector<op_t, 8> w = coefficients<op_t>(c, k);
   const bool has_scalar = c.has_scalar;
-  const op_t scalar_term = static_cast<op_t>(c.scalar_alpha) * static_cast<op_t>(c.scalar_value);
-  const auto accumulate_block = use_avx2() ? avx2::accumulate_block<scalar_t> : baseline::accumulate_block<scalar_t>;
+  const op_t scalar_value = static_cast<op_t>(c.scalar_value), scalar_alpha = static_cast<op_t>(c.scalar_alpha);
+  const bool fused = use_avx2();
+  const auto accumulate_block = fused ? avx2::accumulate_block<scalar_t> : baseline::accumulate_block<scalar_t>;
+  const auto strided = fused ? avx2::linear_strided<scalar_t> : baseline::linear_strided<scalar_t>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       scalar_t* out = reinterpret_cast<scalar_t*>(data[0]);
@@ -73,16 +75,12 @@ void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c
       op_t acc[kBlock];
       for (int64_t b = 0; b < n; b += kBlock) {
         for (int i = 0; i < k; ++i) x[i] = reinterpret_cast<const scalar_t*>(data[1 + i]) + b;
-        accumulate_block(acc, out + b, x.data(), w.data(), k, std::min(kBlock, n - b), has_scalar, scalar_term);
+        accumulate_block(acc, out + b, x.data(), w.data(), k, std::min(kBlock, n - b), has_scalar, scalar_value,
+                         scalar_alpha);
       }
       return;
     }
-    for (int64_t j = 0; j < n; ++j) {
-      op_t acc = w[0] * load<scalar_t>(data[1], strides[1], j);
-      for (int i = 1; i < k; ++i) acc += w[i] * load<scalar_t>(data[1 + i], strides[1 + i], j);
-      if (has_scalar) acc += scalar_term;
-      *reinterpret_cast<scalar_t*>(data[0] + j * strides[0]) = static_cast<scalar_t>(acc);
-    }
+    strided(data, strides, n, k, w.data(), has_scalar, scalar_value, scalar_alpha);
   });
 }
 
@@ -173,7 +171,10 @@ void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
   constexpr int N = NOUT + NIN;
   constexpr int64_t kRun = 1024;  // elements per map_block call (broadcast inputs are spread over this many)
   TORCH_INTERNAL_ASSERT(iter.ntensors() == N && iter.noutputs() == NOUT);
-  const auto block = use_avx2() ? avx2::map_block<NOUT, NIN, scalar_t, F> : baseline::map_block<NOUT, NIN, scalar_t, F>;
+  const bool fused = use_avx2();
+  const auto block = fused ? avx2::map_block<NOUT, NIN, scalar_t, F> : baseline::map_block<NOUT, NIN, scalar_t, F>;
+  const auto strided =
+      fused ? avx2::map_strided<NOUT, NIN, scalar_t, F> : baseline::map_strided<NOUT, NIN, scalar_t, F>;
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     constexpr int64_t es = sizeof(scalar_t);
     bool blockwise = all_contiguous(strides, NOUT, es);
@@ -194,15 +195,7 @@ void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
       }
       return;
     }
-    using op_t = opmath_t<scalar_t>;
-    for (int64_t j = 0; j < n; ++j) {
-      std::array<op_t, NIN> x;
-      for (int i = 0; i < NIN; ++i) x[i] = load<scalar_t>(data[NOUT + i], strides[NOUT + i], j);
-      const std::array<op_t, NOUT> y = f(x);
-      for (int o = 0; o < NOUT; ++o) {
-        *reinterpret_cast<scalar_t*>(data[o] + j * strides[o]) = static_cast<scalar_t>(y[o]);
-      }
-    }
+    strided(data, strides, n, f);
   });
 }
 

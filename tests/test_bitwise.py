@@ -1,0 +1,83 @@
+"""Same bits as torch's CPU kernels (issue 11): where torch fuses a + alpha*b, addcmul and lerp into FMAs (its
+AVX2/AVX512 kernels), safe_ops does too; tails, strided and broadcast layouts included. Expected values are
+torch's own results on the same inputs."""
+import pytest
+import torch
+
+import safe_ops
+
+N = 4099  # not a multiple of any vector width: the loops' tails are covered
+
+
+def layouts(x, dtype):
+    yield "contiguous", x
+    yield "strided", torch.zeros(2 * N, dtype=dtype)[::2].copy_(x)
+    yield "transposed", x[: 64 * 64].reshape(64, 64).t()
+
+
+CASES = [
+    ("add", lambda m, a, b, c, w: m.add(a, b, alpha=-0.3)),
+    ("add_scalar", lambda m, a, b, c, w: m.add(a, 0.1, alpha=-0.3)),
+    ("sub", lambda m, a, b, c, w: m.sub(a, b, alpha=0.7)),
+    ("addcmul", lambda m, a, b, c, w: m.addcmul(a, b, c, value=-0.3)),
+    ("addcdiv", lambda m, a, b, c, w: m.addcdiv(a, b, c, value=-0.3)),
+    ("lerp_small", lambda m, a, b, c, w: m.lerp(a, b, 0.3)),
+    ("lerp_large", lambda m, a, b, c, w: m.lerp(a, b, 0.7)),
+    ("lerp_tensor", lambda m, a, b, c, w: m.lerp(a, b, w)),
+]
+
+
+def test_add_broadcast_one_element_differs_at_most_in_torch_scalar_tail():
+    # torch computes a + alpha*b with b a broadcast one-element tensor fused in its vectorised body but not in the
+    # tail its scalar loop handles (under 2 vector widths at the end of each row); safe_ops fuses every element.
+    for dtype in (torch.float32, torch.float64):
+        a, b, _, _ = _inputs(dtype, "contiguous")
+        one = b[:1].expand(N)
+        bad = (safe_ops.add(a, one, alpha=1.7) != torch.add(a, one, alpha=1.7)).nonzero().flatten()
+        assert bad.numel() == 0 or bad.min().item() >= N - N % 64 - 64
+
+
+def _inputs(dtype, layout):
+    g = torch.Generator().manual_seed(0)
+    base = [torch.randn(N, generator=g).to(dtype) for _ in range(3)] + [torch.rand(N, generator=g).to(dtype)]
+    return [dict(layouts(x, dtype))[layout] for x in base]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,call", CASES, ids=[c[0] for c in CASES])
+def test_bitwise_equal_to_torch(name, call, dtype, layout):
+    a, b, c, w = _inputs(dtype, layout)
+    expected = call(torch, a, b, c, w)
+    got = call(safe_ops, a, b, c, w)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected), f"{(got != expected).sum().item()} of {got.numel()} elements differ"
+
+
+# float16/bfloat16: ops computed in float32 and rounded once agree bit for bit; torch's add with alpha != 1
+# rounds alpha to the half type and, off its vectorised path, rounds the product too (see README).
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["addcmul", "addcdiv", "lerp_small", "lerp_large", "lerp_tensor"])
+def test_bitwise_equal_to_torch_half(name, dtype, layout):
+    call = dict(CASES)[name]
+    a, b, c, w = _inputs(dtype, layout)
+    assert torch.equal(call(safe_ops, a, b, c, w), call(torch, a, b, c, w))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_add_unit_alpha_bitwise(dtype):
+    a, b, _, _ = _inputs(dtype, "contiguous")
+    assert torch.equal(safe_ops.add(a, b), torch.add(a, b))
+    assert torch.equal(safe_ops.sub(a, b), torch.sub(a, b))
+
+
+@pytest.mark.parametrize("name", ["add_", "sub_", "addcmul_", "lerp_"])
+def test_inplace_bitwise_equal_to_torch_method(name):
+    a, b, c, _ = _inputs(torch.float32, "contiguous")
+    args = {"add_": (b,), "sub_": (b,), "addcmul_": (b, c), "lerp_": (b, 0.3)}[name]
+    kwargs = {"add_": {"alpha": -0.3}, "sub_": {"alpha": 0.7}, "addcmul_": {"value": -0.3}, "lerp_": {}}[name]
+    expected = getattr(a.clone(), name)(*args, **kwargs)
+    with torch.no_grad():
+        got = getattr(safe_ops, name)(a.clone(), *args, **kwargs)
+    assert torch.equal(got, expected)
