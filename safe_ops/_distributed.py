@@ -1,0 +1,119 @@
+"""DTensor sharding rules for the safe_ops operators, derived from ``_declarations.py``.
+
+Imported lazily (``safe_ops._distributed.register()``, called by ``safe_ops.enable_dtensor()`` and on first use of
+a DTensor), because importing ``torch.distributed.tensor`` costs time that ``import safe_ops`` should not pay.
+
+Every op whose tensor operands are plain ``Tensor`` arguments (add, sub, addcmul, addcdiv, lerp and their
+``_inplace`` kernels) gets torch's own pointwise single-dim strategy: Shard(d)/Replicate propagate with
+broadcasting (a broadcast dimension takes Replicate), anything else is redistributed to Replicate. Partial is kept
+without communication where the op is linear in those operands (add/sub: both operands Partial with the same
+reduce op; lerp with a number weight: input and end Partial). The rules are chosen from the operand roles of the
+declarations, never per op name.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+
+from ._declarations import BACKWARD_OPS, OPS, inplace_roles, operand_roles
+
+_registered = False
+
+
+def _partial_rules(op_name: str, roles: List[str], linear: bool, n_out: int):
+    from torch.distributed.tensor.placement_types import Partial
+
+    n_tensors = sum(r in "ot" for r in roles)
+    if not linear:
+        return []
+    rules = []
+    for reduce in ("sum", "avg"):
+        rules.append([Partial(reduce)] * (n_out + n_tensors))
+    return rules
+
+
+def _linear(op, ov) -> bool:
+    """Linear in every tensor operand at once (so that Partial(sum) on all operands stays Partial(sum)): an op whose
+    result is a number-weighted sum of its tensor operands. Derived from the declaration: no tensor is a multiplier
+    of another (addcmul/addcdiv multiply tensor1 by tensor2, a Tensor lerp weight multiplies)."""
+    roles = operand_roles(op, ov)
+    n_operands = roles.count("o")
+    if "c" in roles or "l" in roles:
+        return False
+    # addcmul/addcdiv declare three operands of which two multiply; add/sub/lerp(Scalar) are sums of two operands.
+    return n_operands == 2 and op.dtype in ("promote", "first")
+
+
+def register() -> None:
+    """Register the sharding strategies (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    try:
+        from torch.distributed.tensor._ops import _pointwise_ops as pw
+        from torch.distributed.tensor.placement_types import Partial, Replicate  # noqa: F401
+
+        register_pointwise = pw._register_single_dim_pointwise
+    except (ImportError, AttributeError) as exc:  # torch moved its private pointwise registration
+        raise RuntimeError(
+            f"safe_ops: this torch ({torch.__version__}) lacks the DTensor pointwise strategy registration that "
+            f"safe_ops uses (torch.distributed.tensor._ops._pointwise_ops._register_single_dim_pointwise): {exc}"
+        ) from exc
+    ns = torch.ops.safe_ops
+    for op in OPS:
+        for ov in op.overloads:
+            roles = operand_roles(op, ov)
+            if "l" in roles or "c" in roles:
+                continue  # TensorList / coefficient ops: not supported yet
+            linear = _linear(op, ov)
+            functional = getattr(getattr(ns, op.name), ov.name or "default")
+            register_pointwise(functional, _partial_rules(op.name, roles, linear, 1))
+            iroles = list(inplace_roles(op, ov))
+            inplace = getattr(getattr(ns, op.name + "_inplace"), ov.name or "default")
+            register_pointwise(inplace, _partial_rules(op.name, iroles[1:], linear, 1))
+    # Backward ops of the pointwise ops: pointwise in every tensor argument (grad and the saved operands).
+    for b in BACKWARD_OPS:
+        if "Tensor[]" in b.args or b.name == "dot_many":
+            continue
+        register_pointwise(getattr(getattr(ns, b.name), b.overload or "default"), [])
+    _registered = True
+
+
+class _AfterImport:
+    """A meta-path finder that calls register() once torch.distributed.tensor has been imported, so that
+    ``import safe_ops`` does not pay for importing it (about half a second) and DTensor users need do nothing."""
+
+    name = "torch.distributed.tensor"
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        import importlib.util
+        import sys
+
+        sys.meta_path.remove(self)  # find the real spec, without us
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            register()
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
+def install() -> None:
+    """Register now if torch.distributed.tensor is imported, else as soon as it is."""
+    import sys
+
+    if not torch.distributed.is_available():
+        return
+    if "torch.distributed.tensor" in sys.modules:
+        register()
+    else:
+        sys.meta_path.insert(0, _AfterImport())
