@@ -72,12 +72,35 @@ def register() -> None:
             iroles = list(inplace_roles(op, ov))
             inplace = getattr(getattr(ns, op.name + "_inplace"), ov.name or "default")
             register_pointwise(inplace, _partial_rules(op.name, iroles[1:], linear, 1))
+    _register_scale_many(ns)
     # Backward ops of the pointwise ops: pointwise in every tensor argument (grad and the saved operands).
     for b in BACKWARD_OPS:
-        if "Tensor[]" in b.args or b.name == "dot_many":
+        if "Tensor[]" in b.args or b.returns == "Tensor[]" or b.name == "dot_many":
             continue
         register_pointwise(getattr(getattr(ns, b.name), b.overload or "default"), [])
     _registered = True
+
+
+def _register_scale_many(ns) -> None:
+    """scale_many(grad, scales) -> [scales[k] * grad]: as many outputs as scales, each laid out like grad (linear in
+    grad: Partial stays Partial); a tensor of scales is Replicate."""
+    from torch.distributed.tensor._dtensor_spec import TensorMeta
+    from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
+    from torch.distributed.tensor._ops.single_dim_strategy import _ShardingPlaceholder, register_single_dim_strategy
+    from torch.distributed.tensor.placement_types import Partial, Replicate
+
+    def strategy(op, args, kwargs):
+        grad, scales = args[0], args[1]
+        tensor_scales = isinstance(scales, TensorMeta)
+        n = scales.shape[0] if tensor_scales else len(scales)
+        tail = [Replicate()] if tensor_scales else []
+        rules = [[_ShardingPlaceholder(d)] * (n + 1) + tail for d in range(len(grad.shape))]
+        rules += [[Partial(r)] * (n + 1) + tail for r in ("sum", "avg")]
+        return rules
+
+    for overload, info in (("default", RuntimeSchemaInfo(1)), ("weights_tensor", None)):
+        register_single_dim_strategy(getattr(ns.scale_many, overload), schema_info=info,
+                                     allow_uneven_sharding=True)(strategy)
 
 
 class _AfterImport:
