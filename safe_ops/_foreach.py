@@ -11,7 +11,6 @@ rule asked, before any member is written.
 from __future__ import annotations
 
 import sys
-
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch

@@ -10,10 +10,11 @@ import torch.multiprocessing as mp
 
 
 def _checks(rank, ws):
-    import safe_ops
-    from safe_ops import _distributed
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor, init_device_mesh
     from torch.distributed.tensor.debug import CommDebugMode
+
+    import safe_ops
+    from safe_ops import _distributed
 
     _distributed.register()
     mesh = init_device_mesh("cpu", (ws,))
@@ -30,8 +31,10 @@ def _checks(rank, ws):
     ops = {
         "add": (lambda a, b, c: safe_ops.add(a, b, alpha=2), lambda a, b, c: torch.add(a, b, alpha=2), 2),
         "sub": (lambda a, b, c: safe_ops.sub(a, b, alpha=0.5), lambda a, b, c: torch.sub(a, b, alpha=0.5), 2),
-        "addcmul": (lambda a, b, c: safe_ops.addcmul(a, b, c, value=3), lambda a, b, c: torch.addcmul(a, b, c, value=3), 3),
-        "addcdiv": (lambda a, b, c: safe_ops.addcdiv(a, b, c, value=3), lambda a, b, c: torch.addcdiv(a, b, c, value=3), 3),
+        "addcmul": (lambda a, b, c: safe_ops.addcmul(a, b, c, value=3),
+                    lambda a, b, c: torch.addcmul(a, b, c, value=3), 3),
+        "addcdiv": (lambda a, b, c: safe_ops.addcdiv(a, b, c, value=3),
+                    lambda a, b, c: torch.addcdiv(a, b, c, value=3), 3),
         "lerp_scalar": (lambda a, b, c: safe_ops.lerp(a, b, 0.3), lambda a, b, c: torch.lerp(a, b, 0.3), 2),
         "lerp_tensor": (lambda a, b, c: safe_ops.lerp(a, b, c), lambda a, b, c: torch.lerp(a, b, c), 3),
     }
@@ -117,10 +120,10 @@ class _Block(torch.nn.Module):
 
 
 def _fsdp2(rank, ws):
-    import copy
+
+    from torch.distributed.fsdp import fully_shard
 
     import safe_ops
-    from torch.distributed.fsdp import fully_shard
 
     def make():
         torch.manual_seed(1)
@@ -155,8 +158,9 @@ def _fsdp2(rank, ws):
 
 
 def _tp(mesh):
-    import safe_ops
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    import safe_ops
 
     class MLP(torch.nn.Module):
         def __init__(self):
