@@ -64,8 +64,12 @@ def register() -> None:
     for op in OPS:
         for ov in op.overloads:
             roles = operand_roles(op, ov)
-            if "l" in roles or "c" in roles:
-                continue  # TensorList / coefficient ops: not supported yet
+            if "c" in roles:
+                continue  # a weights tensor (K coefficients): not supported yet
+            if "l" in roles:
+                _register_list_pointwise(getattr(getattr(ns, op.name), ov.name or "default"), 1)
+                _register_list_pointwise(getattr(getattr(ns, op.name + "_inplace"), ov.name or "default"), 0)
+                continue
             linear = _linear(op, ov)
             functional = getattr(getattr(ns, op.name), ov.name or "default")
             register_pointwise(functional, _partial_rules(op.name, roles, linear, 1))
@@ -79,6 +83,37 @@ def register() -> None:
             continue
         register_pointwise(getattr(getattr(ns, b.name), b.overload or "default"), [])
     _registered = True
+
+
+def _register_list_pointwise(op, n_out: int) -> None:
+    """An op pointwise over every tensor of its arguments, TensorList members included (accumulate with number
+    weights: Σ w[i] * tensors[i], linear in every member, so Partial on all of them stays Partial)."""
+    from torch.distributed.tensor._dtensor_spec import TensorMeta
+    from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
+    from torch.distributed.tensor._ops.single_dim_strategy import _ShardingPlaceholder, register_single_dim_strategy
+    from torch.distributed.tensor._ops.utils import infer_broadcast_dims_map
+    from torch.distributed.tensor.placement_types import Partial, Replicate
+
+    def strategy(op, args, kwargs):
+        metas = []
+        for a in args:
+            if isinstance(a, TensorMeta):
+                metas.append(a)
+            elif isinstance(a, (list, tuple)):
+                metas += [m for m in a if isinstance(m, TensorMeta)]
+        shape = torch.broadcast_shapes(*[m.shape for m in metas])
+        rules = []
+        for d in range(len(shape)):
+            rule = [_ShardingPlaceholder(d)] * n_out
+            for m in metas:
+                md = infer_broadcast_dims_map(shape, m.shape)[d]
+                rule.append(_ShardingPlaceholder(md) if md >= 0 else Replicate())
+            rules.append(rule)
+        rules += [[Partial(r)] * (n_out + len(metas)) for r in ("sum", "avg")]
+        return rules
+
+    register_single_dim_strategy(op, schema_info=RuntimeSchemaInfo(needs_pytree=True),
+                                 allow_uneven_sharding=True)(strategy)
 
 
 def _register_scale_many(ns) -> None:

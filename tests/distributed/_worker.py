@@ -37,6 +37,8 @@ def _checks(rank, ws):
                     lambda a, b, c: torch.addcdiv(a, b, c, value=3), 3),
         "lerp_scalar": (lambda a, b, c: safe_ops.lerp(a, b, 0.3), lambda a, b, c: torch.lerp(a, b, 0.3), 2),
         "lerp_tensor": (lambda a, b, c: safe_ops.lerp(a, b, c), lambda a, b, c: torch.lerp(a, b, c), 3),
+        "accumulate": (lambda a, b, c: safe_ops.accumulate([a, b, c], [0.5, 2.0, -1.0]),
+                       lambda a, b, c: 0.5 * a + 2.0 * b - c, 3),
     }
     placements = {"Shard(0)": Shard(0), "Shard(1)": Shard(1), "Replicate": Replicate(), "Partial": Partial()}
     results = {}
@@ -92,6 +94,7 @@ def _checks(rank, ws):
         "addcmul_": (lambda a, b: safe_ops.addcmul_(a, b, b, value=2), lambda a, b: a.addcmul_(b, b, value=2)),
         "addcdiv_": (lambda a, b: safe_ops.addcdiv_(a, b, b + 1, value=2), lambda a, b: a.addcdiv_(b, b + 1, value=2)),
         "lerp_": (lambda a, b: safe_ops.lerp_(a, b, 0.25), lambda a, b: a.lerp_(b, 0.25)),
+        "accumulate_": (lambda a, b: safe_ops.accumulate_(a, [b, b], [2.0, 0.5]), lambda a, b: a.add_(b, alpha=2.5)),
     }
     for opname, (ours, ref) in inplace.items():
         for pname, pl in list(placements.items())[:3]:
