@@ -3,7 +3,7 @@
 Imported lazily (``safe_ops._distributed.register()``, called by ``safe_ops.enable_dtensor()`` and on first use of
 a DTensor), because importing ``torch.distributed.tensor`` costs time that ``import safe_ops`` should not pay.
 
-Every op whose tensor operands are plain ``Tensor`` arguments (add, sub, addcmul, addcdiv, lerp and their
+Every op whose tensor operands are ``Tensor`` or ``Tensor[]`` arguments (add, sub, addcmul, addcdiv, lerp and their
 ``_inplace`` kernels) gets torch's own pointwise single-dim strategy: Shard(d)/Replicate propagate with
 broadcasting (a broadcast dimension takes Replicate), anything else is redistributed to Replicate. Partial is kept
 without communication where the op is linear in those operands (add/sub: both operands Partial with the same

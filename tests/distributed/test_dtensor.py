@@ -48,7 +48,8 @@ OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumu
 PLACEMENTS = ["Shard(0)", "Shard(1)", "Replicate", "Partial"]
 NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o}]" for o in OPS]
          + [f"grad[{o}]" for o in OPS]
-         + [f"inplace[{o}-{p}]" for o in ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"] for p in PLACEMENTS[:3]]
+         + [f"inplace[{o}-{p}]" for o in ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
+            for p in PLACEMENTS[:3]]
          + ["fsdp2_ema", "tp_mlp"])
 
 
