@@ -159,10 +159,21 @@ class _AfterImport:
 
         def exec_then_register(module):
             exec_module(module)
-            register()
+            _register_or_warn()
 
         loader.exec_module = exec_then_register
         return spec
+
+
+def _register_or_warn() -> None:
+    # A torch without the registration must not break importing torch.distributed.tensor: DTensors then raise
+    # torch's "no sharding strategy" error, and this warning says why.
+    try:
+        register()
+    except RuntimeError as exc:
+        import warnings
+
+        warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
 
 
 def install() -> None:
@@ -172,6 +183,6 @@ def install() -> None:
     if not torch.distributed.is_available():
         return
     if "torch.distributed.tensor" in sys.modules:
-        register()
+        _register_or_warn()
     else:
         sys.meta_path.insert(0, _AfterImport())
