@@ -19,6 +19,10 @@ from .guard import Guard
 # safe_ops.add, safe_ops.add_, ... (generated from the declarations)
 _wrappers.build(globals())
 
+from . import _distributed  # noqa: E402  (DTensor sharding rules, registered once torch.distributed.tensor is imported)
+
+_distributed.install()
+
 __all__ = public_names() + [
     "can_write_inplace",
     "inplace_decision",

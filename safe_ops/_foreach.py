@@ -10,6 +10,7 @@ rule asked, before any member is written.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -63,6 +64,30 @@ def _check_member(name: str, i: int, t: Tensor, others: Sequence, device: torch.
                                f"{tuple(t.shape)} (the shapes must be equal)")
 
 
+def _is_dtensor(t) -> bool:
+    # Cheap: torch.distributed.tensor is imported by whoever made a DTensor.
+    dt = sys.modules.get("torch.distributed.tensor")
+    return dt is not None and isinstance(t, dt.DTensor)
+
+
+def _same_layout(tensors, lists) -> bool:
+    """Every member and operand a DTensor of the member's mesh, placements and shape, none Partial: the foreach
+    op then is the same op on each rank's local shards, with no communication."""
+    for i, t in enumerate(tensors):
+        if not _is_dtensor(t) or any(p.is_partial() for p in t.placements):
+            return False
+        for x in lists:
+            o = x[i]
+            if not (_is_dtensor(o) and o.device_mesh == t.device_mesh and o.placements == t.placements
+                    and o.shape == t.shape):
+                return False
+    return True
+
+
+def _distributed_members(targets, operands) -> bool:
+    return bool(targets) and _is_dtensor(targets[0])
+
+
 def make(fop: ForeachOp, single: Callable) -> Callable:
     """The wrapper of one foreach op; `single` is ``safe_ops.<base>_``, the per-member path."""
     name = f"{fop.name}_"
@@ -82,6 +107,8 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
         return all(o is not t and o.dtype == dtype and o.shape == shape for o in others)
 
     def fused(targets: list, operands: list, values: list, device_values: Optional[Tensor]) -> None:
+        if _distributed_members(targets, operands):  # DTensors of one layout: the fused kernel on the local shards
+            targets, operands = [t._local_tensor for t in targets], [o._local_tensor for o in operands]
         if is_compiling() or fused_entry(targets, operands, values, device_values) is NotImplemented:
             fused_op(targets, operands, values, device_values)
 
@@ -91,6 +118,11 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
         return single(t, *others, value)
 
     def run(tensors, lists: tuple, number):
+        if tensors and _is_dtensor(tensors[0]) and not _same_layout(tensors, lists):
+            # DTensors of different layouts: the per-tensor op on each member (its sharding rule redistributes).
+            values, device_values = _numbers(number, len(tensors), fop.number, name)
+            return [per_member(t, m, float(device_values[i]) if device_values is not None else values[i])
+                    for i, (t, m) in enumerate(zip(tensors, zip(*lists)))]
         tensors = list(tensors)
         n = len(tensors)
         if n == 0:

@@ -1,0 +1,83 @@
+"""safe_ops on DTensors, on a 2-process gloo CPU mesh: one spawned group (tests/distributed/_worker.py) runs every
+check under a 120 s limit (killed on timeout); each check is reported here as its own test, against torch."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch.distributed")
+import torch.distributed as dist  # noqa: E402
+
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIMEOUT_S = 120
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("dtensor") / "results.json")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(HERE))]
+                                                      + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port())], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the 2-rank group ran past {TIMEOUT_S} s and was killed:\n{out[-4000:]}")
+    if proc.returncode != 0 or not os.path.exists(path):
+        pytest.fail(f"a rank failed (exit {proc.returncode}):\n{out[-4000:]}")
+    with open(path) as f:
+        return json.load(f)
+
+
+OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate"]
+PLACEMENTS = ["Shard(0)", "Shard(1)", "Replicate", "Partial"]
+NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o}]" for o in OPS]
+         + [f"grad[{o}]" for o in OPS]
+         + [f"inplace[{o}-{p}]" for o in ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
+            for p in PLACEMENTS[:3]]
+         + ["fsdp2_ema", "tp_mlp"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dtensor(results, name):
+    assert name in results, f"check {name} did not run"
+    assert results[name] is None, results[name]
+
+
+# Schemas with no sharding rule (see README "Distributed"): a weights tensor of accumulate, its backward dot_many,
+# and the fused foreach kernels (safe_ops.foreach_*_ runs them on the local shards, or the per-member op).
+UNSUPPORTED = {"accumulate.weights_tensor", "accumulate_inplace.weights_tensor", "dot_many",
+               "foreach_add_inplace", "foreach_lerp_inplace", "foreach_addcmul_inplace", "foreach_addcdiv_inplace"}
+
+
+def test_every_schema_has_a_sharding_rule():
+    import torch
+    import torch.distributed.tensor as dtensor
+
+    import safe_ops  # noqa: F401
+    from safe_ops._declarations import all_schemas, qualified
+
+    prop = dtensor.DTensor._op_dispatcher.sharding_propagator
+    known = set(prop.op_single_dim_strategy_funcs) | set(prop.op_strategy_funcs)
+    missing = []
+    for sch in all_schemas():
+        name = qualified(sch.name, sch.overload)
+        op = getattr(getattr(torch.ops.safe_ops, sch.name), sch.overload or "default")
+        if (op in known) == (name in UNSUPPORTED):
+            missing.append(name)
+    assert not missing, missing
