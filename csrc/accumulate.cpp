@@ -50,9 +50,26 @@ at::Tensor accumulate_into(const at::Tensor& out, at::TensorList tensors, std::o
                 " weights for ", k, " tensors");
   }
   if (weights_tensor.defined()) check_weights_tensor(weights_tensor, k, name);
-  const at::ScalarType dtype = accumulate_dtype(tensors, weights_tensor);
+  // In place, the target joins the promotion as torch's in-place ops see it.
+  std::vector<at::Tensor> all;
+  if (out.defined()) {
+    all.push_back(out);
+    all.insert(all.end(), tensors.begin(), tensors.end());
+  }
+  const at::ScalarType dtype = accumulate_dtype(out.defined() ? at::TensorList(all) : tensors, weights_tensor);
   check_result_dtype(dtype, name);
-  if (out.defined()) check_inplace_result(out, dtype, name);
+  if (out.defined() && dtype != out.scalar_type()) {
+    // Computed in the common dtype and cast into the target, where torch.can_cast allows, as torch's in-place ops.
+    TORCH_CHECK(at::canCast(dtype, out.scalar_type()), "result type ", dtype,
+                " can't be cast to the desired output type ", out.scalar_type());
+    std::vector<double> w{1.0};
+    if (weights.has_value()) w.insert(w.end(), weights->begin(), weights->end());
+    const at::Tensor wt =
+        weights_tensor.defined() ? at::cat({at::ones({1}, weights_tensor.options()), weights_tensor}) : at::Tensor();
+    const auto all_weights = weights.has_value() ? std::optional<at::ArrayRef<double>>(w) : std::nullopt;
+    out.copy_(accumulate_into(at::Tensor(), all, all_weights, wt, name));
+    return out;
+  }
 
   // In place, `out` is both the output and the first input, with weight 1.
   std::vector<at::Tensor> inputs;

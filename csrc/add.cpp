@@ -1,5 +1,6 @@
 // add and sub: out = self ± alpha·other, one linear-combination pass. `other` may be a Python number.
 #include "ops.h"
+#include "twin.h"
 
 #include <ATen/ops/result_type.h>
 
@@ -78,14 +79,14 @@ void sub_scalar_(at::Tensor& self, const at::Scalar& other, const at::Scalar& al
 }
 
 void register_impls(torch::Library& m) {
-  m.impl("add.Tensor", add_tensor);
-  m.impl("add.Scalar", add_scalar);
-  m.impl("sub.Tensor", sub_tensor);
-  m.impl("sub.Scalar", sub_scalar);
-  m.impl("add_inplace.Tensor", add_tensor_);
-  m.impl("add_inplace.Scalar", add_scalar_);
-  m.impl("sub_inplace.Tensor", sub_tensor_);
-  m.impl("sub_inplace.Scalar", sub_scalar_);
+  impl_with_twin(m, "add.Tensor", add_tensor);
+  impl_with_twin(m, "add.Scalar", add_scalar);
+  impl_with_twin(m, "sub.Tensor", sub_tensor);
+  impl_with_twin(m, "sub.Scalar", sub_scalar);
+  impl_with_twin(m, "add_inplace.Tensor", add_tensor_);
+  impl_with_twin(m, "add_inplace.Scalar", add_scalar_);
+  impl_with_twin(m, "sub_inplace.Tensor", sub_tensor_);
+  impl_with_twin(m, "sub_inplace.Scalar", sub_scalar_);
 }
 
 }  // namespace

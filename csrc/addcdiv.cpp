@@ -1,5 +1,6 @@
 // addcdiv: out = self + value·tensor1/tensor2 (torch.addcdiv: Adam's update), and its backward op.
 #include "ops.h"
+#include "twin.h"
 
 namespace safe_ops {
 namespace {
@@ -21,8 +22,8 @@ std::tuple<at::Tensor, at::Tensor> addcdiv_backward(const at::Tensor& grad, cons
 }
 
 void register_impls(torch::Library& m) {
-  m.impl("addcdiv", addcdiv);
-  m.impl("addcdiv_inplace", addcdiv_);
+  impl_with_twin(m, "addcdiv", addcdiv);
+  impl_with_twin(m, "addcdiv_inplace", addcdiv_);
   m.impl("addcdiv_backward", addcdiv_backward);
 }
 

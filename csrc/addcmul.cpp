@@ -1,5 +1,6 @@
 // addcmul: out = self + value·tensor1·tensor2 (torch.addcmul), and its backward op.
 #include "ops.h"
+#include "twin.h"
 
 namespace safe_ops {
 namespace {
@@ -20,8 +21,8 @@ std::tuple<at::Tensor, at::Tensor> addcmul_backward(const at::Tensor& grad, cons
 }
 
 void register_impls(torch::Library& m) {
-  m.impl("addcmul", addcmul);
-  m.impl("addcmul_inplace", addcmul_);
+  impl_with_twin(m, "addcmul", addcmul);
+  impl_with_twin(m, "addcmul_inplace", addcmul_);
   m.impl("addcmul_backward", addcmul_backward);
 }
 

@@ -1,5 +1,6 @@
 // lerp: out = self + weight·(end − self) with torch.lerp's formula; weight a number or a tensor.
 #include "ops.h"
+#include "twin.h"
 
 #include <cmath>
 
@@ -87,10 +88,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lerp_backward(const at::Tensor& g
 }
 
 void register_impls(torch::Library& m) {
-  m.impl("lerp.Scalar", lerp_scalar);
-  m.impl("lerp.Tensor", lerp_tensor);
-  m.impl("lerp_inplace.Scalar", lerp_scalar_);
-  m.impl("lerp_inplace.Tensor", lerp_tensor_);
+  impl_with_twin(m, "lerp.Scalar", lerp_scalar);
+  impl_with_twin(m, "lerp.Tensor", lerp_tensor);
+  impl_with_twin(m, "lerp_inplace.Scalar", lerp_scalar_);
+  impl_with_twin(m, "lerp_inplace.Tensor", lerp_tensor_);
   m.impl("lerp_backward", lerp_backward);
 }
 

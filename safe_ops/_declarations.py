@@ -54,6 +54,10 @@ class Op:
     coefficients: Tuple[str, ...] = ()
     # Name of the in-place target when the functional op has no `self` (accumulate_(out, tensors, ...)).
     inplace_target: str = ""
+    # torch has an op of this name and schema (aten::<name>, in place aten::<name>_): it computes the calls the
+    # kernels do not (integer, bool and complex dtypes, complex or bool numbers, in-place operands of another
+    # dtype), with torch's own autograd (csrc/twin.h, safe_ops/_twin.py). accumulate has none.
+    twin: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ OPS: Tuple[Op, ...] = (
         ),
         "``input + alpha * other``, like :func:`torch.add` (broadcasting, type promotion, ``other`` a number).",
         "nothing (two shapes and ``alpha``).",
+        twin=True,
     ),
     Op(
         "sub",
@@ -112,6 +117,7 @@ OPS: Tuple[Op, ...] = (
         ),
         "``input - alpha * other``, like :func:`torch.sub`.",
         "nothing (two shapes and ``alpha``).",
+        twin=True,
     ),
     Op(
         "accumulate",
@@ -145,6 +151,7 @@ OPS: Tuple[Op, ...] = (
         "``input + value * tensor1 * tensor2``, like :func:`torch.addcmul`.",
         "``tensor2`` only if ``tensor1`` needs a gradient, ``tensor1`` only if ``tensor2`` does, nothing for\n"
         "``input``.",
+        twin=True,
     ),
     Op(
         "addcdiv",
@@ -153,6 +160,7 @@ OPS: Tuple[Op, ...] = (
         "``input + value * tensor1 / tensor2``, like :func:`torch.addcdiv` (Adam's update).",
         "``tensor2`` if ``tensor1`` or ``tensor2`` needs a gradient, ``tensor1`` only if ``tensor2`` does,\n"
         "nothing for ``input``.",
+        twin=True,
     ),
     Op(
         "lerp",
@@ -172,6 +180,7 @@ OPS: Tuple[Op, ...] = (
         "with a number weight, nothing; with a tensor weight, the weight only if ``input`` or ``end`` needs a\n"
         "gradient, and ``input`` and ``end`` only if the weight does.",
         dtype="first",
+        twin=True,
     ),
 )
 

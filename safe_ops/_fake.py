@@ -13,6 +13,7 @@ from torch import Tensor
 from . import _native  # noqa: F401  (the ops must be registered before their fakes)
 from ._declarations import BACKWARD_OPS, FOREACH_OPS, OPS, Op, Overload, qualified
 from ._promotion import accumulate_dtype
+from ._twin import aten_op, uses_twin
 
 
 def _device(tensors: Sequence[Tensor]) -> torch.device:
@@ -138,6 +139,8 @@ def _result_dtype(op: Op, elementwise, coefficients, numbers) -> torch.dtype:
 
 def _register_functional(op: Op, overload: Overload) -> None:
     def fake(*args, **kwargs):
+        if op.twin and uses_twin((*args, *kwargs.values()), inplace=False):
+            return aten_op(op.name, overload.name, inplace=False)(*args, **kwargs)
         elementwise, coefficients, numbers = _operands(op, overload, args, kwargs)
         dtype = _result_dtype(op, elementwise, coefficients, numbers)
         return _elementwise_empty(elementwise, dtype, _device(elementwise))
@@ -145,12 +148,19 @@ def _register_functional(op: Op, overload: Overload) -> None:
     torch.library.register_fake(f"safe_ops::{qualified(op.name, overload.name)}")(fake)
 
 
+def _register_inplace(op: Op, overload: Overload) -> None:
+    # The in-place kernels return nothing; their fakes check only what torch's in-place twin would.
+    def fake(*args, **kwargs):
+        if op.twin and uses_twin((*args, *kwargs.values()), inplace=True):
+            aten_op(op.name, overload.name, inplace=True)(*args, **kwargs)
+
+    torch.library.register_fake(f"safe_ops::{qualified(f'{op.name}_inplace', overload.name)}")(fake)
+
+
 for _op in OPS:
     for _overload in _op.overloads:
         _register_functional(_op, _overload)
-        # The in-place kernels return nothing; their fakes only have to exist.
-        _inplace_name = qualified(f"{_op.name}_inplace", _overload.name)
-        torch.library.register_fake(f"safe_ops::{_inplace_name}")(lambda *args, **kwargs: None)
+        _register_inplace(_op, _overload)
 
 
 def _foreach_fake(self, operands, scalars, scalar_tensor):

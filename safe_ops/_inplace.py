@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from . import _C
-from ._promotion import accumulate_dtype
+from ._promotion import accumulate_dtype, category
+from ._twin import cast_error
 from .errors import InplaceHazardError
 from .guard._hooks import hooks_are_only_guards
 
@@ -98,14 +99,26 @@ def _broadcasts_to_target(target: Tensor, shaped: Sequence[Tensor]) -> bool:
 
 
 def fits(target: Tensor, shaped: Sequence[Tensor], dtype: torch.dtype) -> bool:
-    """Does a result of `dtype` at the broadcast shape of target and `shaped` have target's shape and dtype?"""
-    return dtype == target.dtype and _broadcasts_to_target(target, shaped)
+    """Can a result of `dtype` at the broadcast shape of target and `shaped` be written into target? As torch's
+    in-place ops: the shape must be target's; another dtype is cast into target's when torch.can_cast allows it
+    (a float64 operand into a float32 target), else torch's error."""
+    if dtype != target.dtype and category(dtype) > category(target.dtype):  # torch.can_cast, traceable
+        raise cast_error(dtype, target.dtype)
+    return _broadcasts_to_target(target, shaped)
 
 
 def fits_same_dtype(target: Tensor, shaped: Sequence[Tensor], coefficients: Sequence[Tensor]) -> bool:
-    """As fits, for ops that do not promote (lerp): every operand must have target's dtype."""
+    """As fits, for ops that do not promote (lerp): an operand of another dtype is torch's error."""
     dtype = target.dtype
-    return all(o.dtype == dtype for o in (*shaped, *coefficients)) and _broadcasts_to_target(target, shaped)
+    for o in (*shaped, *coefficients):
+        if o.dtype != dtype:
+            raise RuntimeError(f"expected dtype {dtype} for every operand of the in-place op, but got dtype {o.dtype}")
+    return _broadcasts_to_target(target, shaped)
+
+
+def like_target(result: Tensor, target: Tensor) -> Tensor:
+    """A new result in place of a write: in target's dtype, as torch's in-place op would have left it."""
+    return result if result.dtype == target.dtype else result.to(target.dtype)
 
 
 def promoted_dtype(tensors: Sequence[Tensor], coefficients: Sequence[Tensor], numbers: Sequence) -> torch.dtype:

@@ -159,13 +159,13 @@ def _inplace_source(op: Op) -> str:
             f"    if {never}_compiled_writable({target}, {fits}):",
             f"        {slow}",
             f"        return {target}",
-            f"    return {fallback}",
+            f"    return _like_target({fallback}, {target})",
             *checked,
             f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
             f"    if {entry}_unchecked({call_args}) is NotImplemented:",
             f"        {slow}",
             f"    return {target}",
-            f"return {fallback}",
+            f"return _like_target({fallback}, {target})",
         ]
 
     return "\n".join(lines + _branches(op, body)) + "\n"
@@ -196,6 +196,7 @@ def _namespace() -> dict:
         "_fits": _inplace.fits,
         "_fits_same_dtype": _inplace.fits_same_dtype,
         "_promoted": _inplace.promoted_dtype,
+        "_like_target": _inplace.like_target,
     }
 
 

@@ -204,6 +204,7 @@ class ErrorInput:
     args: tuple
     error: type
     torch_call: Optional[Callable] = None
+    kwargs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -310,7 +311,6 @@ def _lerp_saved(sample, requiring):
 
 _a34, _b5 = torch.randn(3, 4), torch.randn(5)
 _ints = torch.arange(4)
-_cplx = torch.randn(4, dtype=torch.complex64)
 
 
 def _binary_errors(name: str, torch_op: Callable) -> Callable[[], List[ErrorInput]]:
@@ -318,8 +318,15 @@ def _binary_errors(name: str, torch_op: Callable) -> Callable[[], List[ErrorInpu
         ErrorInput(f"{name} shapes don't broadcast", "op", (_a34, _b5), RuntimeError, lambda: torch_op(_a34, _b5)),
         ErrorInput(f"{name}_ shapes don't broadcast", "inplace", (_a34, _b5), RuntimeError,
                    lambda: torch_op(_a34, _b5)),
-        ErrorInput(f"{name} integer result dtype", "op", (_ints, _ints), TypeError),
-        ErrorInput(f"{name} complex result dtype", "op", (_cplx, _cplx), TypeError),
+        # Integer, bool and complex operands are torch's op's (csrc/twin.h), its errors too.
+        ErrorInput(f"{name} integer tensors, float alpha", "op", (_ints, _ints), RuntimeError,
+                   lambda: torch_op(_ints, _ints, alpha=0.5), {"alpha": 0.5}),
+        ErrorInput(f"{name} bool alpha, float result", "op", (_b5, _b5), RuntimeError,
+                   lambda: torch_op(_b5, _b5, alpha=True), {"alpha": True}),
+        ErrorInput(f"{name} complex alpha, real result", "op", (_b5, _b5), RuntimeError,
+                   lambda: torch_op(_b5, _b5, alpha=1j), {"alpha": 1j}),
+        ErrorInput(f"{name}_ float result into an integer tensor", "inplace", (_ints.clone(), _b5[:4]), RuntimeError,
+                   lambda: _ints.clone().add_(_b5[:4])),
     ]
 
 
@@ -351,7 +358,9 @@ def _lerp_errors() -> List[ErrorInput]:
         ErrorInput("lerp_ shapes", "inplace", (_a34, _b5, 0.5), RuntimeError, lambda: torch.lerp(_a34, _b5, 0.5)),
         ErrorInput("lerp dtype mismatch", "op", (_a34, _a34.double(), 0.5), RuntimeError,
                    lambda: torch.lerp(_a34, _a34.double(), 0.5)),
-        ErrorInput("complex lerp_", "inplace", (_cplx, _cplx, 0.5), TypeError),
+        ErrorInput("integer lerp", "op", (_ints, _ints, 0.5), RuntimeError, lambda: torch.lerp(_ints, _ints, 0.5)),
+        ErrorInput("lerp_ dtype mismatch", "inplace", (_a34.clone(), _a34.double(), 0.5), RuntimeError,
+                   lambda: _a34.clone().lerp_(_a34.double(), 0.5)),
     ]
 
 

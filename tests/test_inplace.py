@@ -142,13 +142,6 @@ def inference_tensor(update):
     return (z * z).sum(), [x], t, z
 
 
-def result_dtype_differs(update):
-    x = _leaf(4)
-    t = torch.zeros(4, dtype=torch.float32)
-    z = update(t, x)  # float32 (op) float64 -> float64
-    return (z * z).sum(), [x], t, z
-
-
 def result_shape_differs(update):
     x = _leaf(3, 4)
     t = torch.zeros(4, dtype=torch.float64)
@@ -189,7 +182,6 @@ HAZARDS = {
     "saved_tensors_hooks active": hooks_active,
     "expanded tensor": expanded_tensor,
     "inference tensor": inference_tensor,
-    "result dtype differs": result_dtype_differs,
     "result shape differs": result_shape_differs,
     "input is also an operand": input_is_an_operand,
 }
@@ -221,6 +213,53 @@ def test_hazard_catalogue_copies_and_gradients_match(name, variant):
     torch.testing.assert_close(loss, ref_loss)
     for g, rg in zip(grads, ref_grads):
         torch.testing.assert_close(g, rg)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_wider_operand_is_computed_in_its_dtype_and_cast_into_the_target_like_torch(variant):
+    # float32 target, float64 operand: torch's in-place ops compute in float64 and write float32 into the target
+    # (lerp, which does not promote, raises: then both must raise alike).
+    safe, _ = VARIANTS[variant]
+    runs = []
+    for update in (safe, _torch_inplace_update(variant)):
+        torch.manual_seed(0)
+        x = _leaf(4)
+        t = torch.zeros(4, dtype=torch.float32) + 0.25
+        try:
+            z = update(t, x)
+        except RuntimeError as error:
+            runs.append(type(error))
+            continue
+        (g,) = torch.autograd.grad((z * z).sum(), [x])
+        runs.append((z is t, z.dtype, z.detach(), g))
+    if not isinstance(runs[1], tuple):
+        assert runs[0] is runs[1]
+        return
+    (written, dtype, z, g), (_, rdtype, rz, rg) = runs
+    assert written and dtype == rdtype == torch.float32
+    assert torch.equal(z, rz)
+    if variant == "accumulate_":  # no torch twin: its float32 gradient is scaled in another order than add_'s
+        torch.testing.assert_close(g, rg, rtol=1e-6, atol=1e-6)
+    else:
+        assert torch.equal(g, rg)
+
+
+def _torch_inplace_update(variant):
+    """torch's own in-place method doing the variant's update (accumulate_: the target plus each tensor)."""
+    from op_table import OP_TABLE
+
+    info = next(i for i in OP_TABLE if f"{i.name}_" == variant)
+
+    def update(t, o):
+        args, kwargs = info.update(t, o)
+        if info.name == "accumulate":
+            out, tensors, weights = args
+            for x, w in zip(tensors, weights):
+                out.add_(x, alpha=w)
+            return out
+        return getattr(args[0], variant)(*args[1:], **kwargs)
+
+    return update
 
 
 def test_retain_graph_second_backward():

@@ -1,6 +1,7 @@
 // Autograd for add/sub (functional and in-place): d/dself = grad, d/dother = alpha·grad, each summed to the
 // input's shape. Saves nothing but two shapes and alpha. Forward mode: t_self + alpha·t_other.
 #include "common.h"
+#include "../twin.h"
 
 namespace safe_ops::autograd {
 namespace {
@@ -99,14 +100,14 @@ void scalar_inplace_autograd(at::Tensor& self, const at::Scalar& other, const at
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  m.impl("add.Tensor", tensor_autograd<1>);
-  m.impl("sub.Tensor", tensor_autograd<-1>);
-  m.impl("add.Scalar", scalar_autograd<1>);
-  m.impl("sub.Scalar", scalar_autograd<-1>);
-  m.impl("add_inplace.Tensor", tensor_inplace_autograd<1>);
-  m.impl("sub_inplace.Tensor", tensor_inplace_autograd<-1>);
-  m.impl("add_inplace.Scalar", scalar_inplace_autograd<1>);
-  m.impl("sub_inplace.Scalar", scalar_inplace_autograd<-1>);
+  impl_with_twin(m, "add.Tensor", tensor_autograd<1>);
+  impl_with_twin(m, "sub.Tensor", tensor_autograd<-1>);
+  impl_with_twin(m, "add.Scalar", scalar_autograd<1>);
+  impl_with_twin(m, "sub.Scalar", scalar_autograd<-1>);
+  impl_with_twin(m, "add_inplace.Tensor", tensor_inplace_autograd<1>);
+  impl_with_twin(m, "sub_inplace.Tensor", tensor_inplace_autograd<-1>);
+  impl_with_twin(m, "add_inplace.Scalar", scalar_inplace_autograd<1>);
+  impl_with_twin(m, "sub_inplace.Scalar", scalar_inplace_autograd<-1>);
 }
 
 }  // namespace safe_ops::autograd

@@ -1,6 +1,7 @@
 // Autograd for addcdiv: d/dt1 = grad·value/t2, d/dt2 = −grad·value·t1/t2². Saves t2 if either operand needs a
 // gradient, t1 only if t2 does. Forward mode: t_self + value·(t1_t/t2 − t1·t2_t/t2²).
 #include "value_op.h"
+#include "../twin.h"
 
 namespace safe_ops::autograd {
 namespace {
@@ -28,8 +29,8 @@ struct Addcdiv {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  m.impl("addcdiv", value_op_autograd<Addcdiv>);
-  m.impl("addcdiv_inplace", value_op_inplace_autograd<Addcdiv>);
+  impl_with_twin(m, "addcdiv", value_op_autograd<Addcdiv>);
+  impl_with_twin(m, "addcdiv_inplace", value_op_inplace_autograd<Addcdiv>);
 }
 
 }  // namespace safe_ops::autograd

@@ -1,6 +1,7 @@
 // Autograd for addcmul: d/dt1 = value·grad·t2, d/dt2 = value·grad·t1. Saves t2 only if t1 needs a gradient, t1
 // only if t2 does. Forward mode: t_self + value·(t1_t·t2 + t1·t2_t).
 #include "value_op.h"
+#include "../twin.h"
 
 namespace safe_ops::autograd {
 namespace {
@@ -27,8 +28,8 @@ struct Addcmul {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  m.impl("addcmul", value_op_autograd<Addcmul>);
-  m.impl("addcmul_inplace", value_op_inplace_autograd<Addcmul>);
+  impl_with_twin(m, "addcmul", value_op_autograd<Addcmul>);
+  impl_with_twin(m, "addcmul_inplace", value_op_inplace_autograd<Addcmul>);
 }
 
 }  // namespace safe_ops::autograd

@@ -2,6 +2,7 @@
 // Tensor weight: also d/dweight = grad·(end − self); saves weight only if self or end needs a gradient, self
 // and end only if weight does. Forward mode: t_self + w·(t_end − t_self) (+ t_w·(end − self)).
 #include "common.h"
+#include "../twin.h"
 
 #include <ATen/ops/lerp.h>
 
@@ -170,10 +171,10 @@ void lerp_tensor_inplace_autograd(at::Tensor& self, const at::Tensor& end, const
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  m.impl("lerp.Scalar", lerp_scalar_autograd);
-  m.impl("lerp.Tensor", lerp_tensor_autograd);
-  m.impl("lerp_inplace.Scalar", lerp_scalar_inplace_autograd);
-  m.impl("lerp_inplace.Tensor", lerp_tensor_inplace_autograd);
+  impl_with_twin(m, "lerp.Scalar", lerp_scalar_autograd);
+  impl_with_twin(m, "lerp.Tensor", lerp_tensor_autograd);
+  impl_with_twin(m, "lerp_inplace.Scalar", lerp_scalar_inplace_autograd);
+  impl_with_twin(m, "lerp_inplace.Tensor", lerp_tensor_inplace_autograd);
 }
 
 }  // namespace safe_ops::autograd
