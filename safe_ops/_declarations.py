@@ -58,6 +58,9 @@ class Op:
     # kernels do not (integer, bool and complex dtypes, complex or bool numbers, in-place operands of another
     # dtype), with torch's own autograd (csrc/twin.h, safe_ops/_twin.py). accumulate has none.
     twin: bool = False
+    # `input` may be a Python number, as torch.add(2, t) takes it (a wrapped number: it joins the promotion as a
+    # number does).
+    number_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ OPS: Tuple[Op, ...] = (
         "``input + alpha * other``, like :func:`torch.add` (broadcasting, type promotion, ``other`` a number).",
         "nothing (two shapes and ``alpha``).",
         twin=True,
+        number_input=True,
     ),
     Op(
         "sub",
@@ -118,6 +122,7 @@ OPS: Tuple[Op, ...] = (
         "``input - alpha * other``, like :func:`torch.sub`.",
         "nothing (two shapes and ``alpha``).",
         twin=True,
+        number_input=True,
     ),
     Op(
         "accumulate",

@@ -22,6 +22,7 @@ from torch.compiler import is_compiling
 from . import _C, _foreach, _inplace
 from ._declarations import FOREACH_OPS, OPS, Arg, ForeachOp, Op, Overload, entry_name, inplace_params
 from ._native import ops
+from ._out import write_out
 
 # What the generated code asks on every call: True only while dynamo traces it (then the wrappers take the
 # traceable torch.ops path). is_dynamo_compiling is a plain `return False` in eager, a third of is_compiling's cost.
@@ -102,19 +103,42 @@ def _branches(op: Op, body: Callable[[Overload], List[str]]) -> List[str]:
     return lines
 
 
+def _number_tensor(number, other) -> Tensor:
+    """A Python number in place of `input` as the 0-dim tensor that promotes with `other` as torch's wrapped
+    number does: of torch.result_type(other, number)."""
+    if isinstance(other, Tensor):
+        return torch.tensor(number, dtype=torch.result_type(other, number))
+    return torch.tensor(number)
+
+
 def _functional_source(op: Op) -> str:
     names = list(op.params)
 
     def body(ov: Overload) -> List[str]:
+        number_input = []
+        if op.number_input:  # off the fast path: the C entry declines a number
+            call = ", ".join(_keyword_call(op, op.params)[1:])
+            number_input = [
+                f"if not isinstance({names[0]}, Tensor):",
+                f"    return {op.name}(_number_tensor({names[0]}, {names[1]}), {call})",
+            ]
         return [
             "if not is_compiling():",
             f"    result = _C.{entry_name(op.name, ov.name)}({', '.join(names)})",
             "    if result is not NotImplemented:",
             "        return result",
+            *number_input,
             f"return {_slow_call(_overload_path(op.name, ov), ov.parsed(), names)}",
         ]
 
-    return "\n".join([f"def {op.name}({_python_params(op, op.params)}):"] + _branches(op, body)) + "\n"
+    params = _python_params(op, op.params)
+    params += ", out=None" if "*" in params.split(", ") else ", *, out=None"
+    call = ", ".join(_keyword_call(op, op.params))
+    out = [
+        "    if out is not None:  # torch's out= semantics (_out.py)",
+        f"        return _write_out({op.name!r}, out, ({', '.join(names)},), lambda: {op.name}({call}))",
+    ]
+    return "\n".join([f"def {op.name}({params}):"] + out + _branches(op, body)) + "\n"
 
 
 def _inplace_source(op: Op) -> str:
@@ -197,6 +221,8 @@ def _namespace() -> dict:
         "_fits_same_dtype": _inplace.fits_same_dtype,
         "_promoted": _inplace.promoted_dtype,
         "_like_target": _inplace.like_target,
+        "_write_out": write_out,
+        "_number_tensor": _number_tensor,
     }
 
 
