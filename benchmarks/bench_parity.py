@@ -16,10 +16,10 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+import safe_ops
+
 from harness import Context, main_for, progress, time_interleaved
 from op_table import OP_TABLE
-
-import safe_ops
 
 SCENARIO = "6 parity"
 ORDER = 6

@@ -97,6 +97,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
     same_dtype = next(op for op in OPS if op.name == fop.base).dtype == "first"
     writable, fits, compiled_writable = _inplace.writable, _inplace.fits, _inplace.compiled_writable
     can_write = _inplace.can_write_inplace
+    all_plain = _C._foreach_plain
 
     def plain(t: Tensor, others: tuple) -> bool:
         # The plain case: the decision says in place and every operand has the member's dtype and shape and is
@@ -118,6 +119,13 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
         return single(t, *others, value)
 
     def run(tensors, lists: tuple, number):
+        # The common case, decided in one C call: every member a plain in-place write autograd need not record.
+        if not is_compiling() and type(number) in (float, int):
+            if all_plain(tensors, lists, torch.is_grad_enabled()):
+                n = len(tensors)
+                operands = lists[0] if nlists == 1 else [o for m in zip(*lists) for o in m]
+                fused(tensors, operands, [float(number)] * n, None)
+                return tensors
         if tensors and _is_dtensor(tensors[0]) and not _same_layout(tensors, lists):
             # DTensors of different layouts: the per-tensor op on each member (its sharding rule redistributes).
             values, device_values = _numbers(number, len(tensors), fop.number, name)
