@@ -13,7 +13,7 @@
 #include <vector>
 
 #define SAFE_OPS_LOOPS "foreach_loops.h"
-#include "isa_loops.h"  // the loops once per instruction set, and use_avx2()
+#include "isa_loops.h"  // the loops once per instruction set, and SAFE_OPS_PICK
 #undef SAFE_OPS_LOOPS
 
 namespace safe_ops {
@@ -39,8 +39,7 @@ void foreach_loop(const ForeachGroup& g) {
   std::vector<int64_t> start(n + 1, 0);
   for (int64_t i = 0; i < n; ++i) start[i + 1] = start[i] + g.members[i].numel() * bpe;
   const double* device_values = g.scalar_tensor.defined() ? g.scalar_tensor.const_data_ptr<double>() : nullptr;
-  const auto block = use_avx2() ? avx2::foreach_block<K, op_t, scalar_t, operand_t, F>
-                                : baseline::foreach_block<K, op_t, scalar_t, operand_t, F>;
+  const auto block = SAFE_OPS_PICK(foreach_block<K, op_t, scalar_t, operand_t, F>);
   at::parallel_for(0, start[n], kGrainBytes, [&](int64_t begin, int64_t end) {
     // Element j of member i belongs to the range holding byte start[i] + j·bpe.
     int64_t i = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;

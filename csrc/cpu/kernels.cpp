@@ -15,7 +15,7 @@
 #include <vector>
 
 #define SAFE_OPS_LOOPS "contiguous_loops.h"
-#include "isa_loops.h"  // the loops once per instruction set, and use_avx2()
+#include "isa_loops.h"  // the loops once per instruction set, and SAFE_OPS_PICK
 #undef SAFE_OPS_LOOPS
 
 namespace safe_ops {
@@ -65,9 +65,8 @@ void linear_combination_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c
   const c10::SmallVector<op_t, 8> w = coefficients<op_t>(c, k);
   const bool has_scalar = c.has_scalar;
   const op_t scalar_value = static_cast<op_t>(c.scalar_value), scalar_alpha = static_cast<op_t>(c.scalar_alpha);
-  const bool fused = use_avx2();
-  const auto accumulate_block = fused ? avx2::accumulate_block<scalar_t> : baseline::accumulate_block<scalar_t>;
-  const auto strided = fused ? avx2::linear_strided<scalar_t> : baseline::linear_strided<scalar_t>;
+  const auto accumulate_block = SAFE_OPS_PICK(accumulate_block<scalar_t>);
+  const auto strided = SAFE_OPS_PICK(linear_strided<scalar_t>);
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       scalar_t* out = reinterpret_cast<scalar_t*>(data[0]);
@@ -95,7 +94,7 @@ void scale_many_loop(at::TensorIteratorBase& iter, const LinearCoeffs& c) {
   using op_t = opmath_t<scalar_t>;
   const int k = iter.noutputs();
   const c10::SmallVector<op_t, 8> s = coefficients<op_t>(c, k);
-  const auto scale_block = use_avx2() ? avx2::scale_block<scalar_t> : baseline::scale_block<scalar_t>;
+  const auto scale_block = SAFE_OPS_PICK(scale_block<scalar_t>);
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     if (all_contiguous(strides, k + 1, sizeof(scalar_t))) {
       const scalar_t* g = reinterpret_cast<const scalar_t*>(data[k]);
@@ -127,7 +126,7 @@ void dot_many_loop(at::TensorIteratorBase& iter, const at::Tensor& result) {
   const int64_t numel = iter.numel();
   const int64_t nchunks = (numel + kReduceChunk - 1) / kReduceChunk;
   std::vector<double> partial(static_cast<size_t>(nchunks * k), 0.0);
-  const auto dot_block = use_avx2() ? avx2::dot_block<scalar_t> : baseline::dot_block<scalar_t>;
+  const auto dot_block = SAFE_OPS_PICK(dot_block<scalar_t>);
   at::parallel_for(0, nchunks, 1, [&](int64_t chunk_begin, int64_t chunk_end) {
     for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
       double* sums = partial.data() + chunk * k;
@@ -171,10 +170,8 @@ void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
   constexpr int N = NOUT + NIN;
   constexpr int64_t kRun = 1024;  // elements per map_block call (broadcast inputs are spread over this many)
   TORCH_INTERNAL_ASSERT(iter.ntensors() == N && iter.noutputs() == NOUT);
-  const bool fused = use_avx2();
-  const auto block = fused ? avx2::map_block<NOUT, NIN, scalar_t, F> : baseline::map_block<NOUT, NIN, scalar_t, F>;
-  const auto strided =
-      fused ? avx2::map_strided<NOUT, NIN, scalar_t, F> : baseline::map_strided<NOUT, NIN, scalar_t, F>;
+  const auto block = SAFE_OPS_PICK(map_block<NOUT, NIN, scalar_t, F>);
+  const auto strided = SAFE_OPS_PICK(map_strided<NOUT, NIN, scalar_t, F>);
   iter.for_each([&](char** data, const int64_t* strides, int64_t n) {
     constexpr int64_t es = sizeof(scalar_t);
     bool blockwise = all_contiguous(strides, NOUT, es);
