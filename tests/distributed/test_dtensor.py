@@ -1,4 +1,4 @@
-"""safe_ops on DTensors, on a 2-process gloo CPU mesh: one spawned group (tests/distributed/_worker.py) runs every
+"""safe_ops on DTensors, on a 2-process gloo CPU mesh: a spawned group (tests/distributed/_worker.py) runs every
 check under a 120 s limit (killed on timeout); each check is reported here as its own test, against torch."""
 import json
 import os
@@ -25,13 +25,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("dtensor") / "results.json")
+def _run_group(path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(HERE))]
                                                       + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port())], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port())],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -44,12 +43,25 @@ def results(tmp_path_factory):
         return json.load(f)
 
 
-OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate"]
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return _run_group(str(tmp_path_factory.mktemp("dtensor") / "results.json"))
+
+
+OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate", "accumulate_wt"]
 PLACEMENTS = ["Shard(0)", "Shard(1)", "Replicate", "Partial"]
+INPLACE = ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
+PAIRS = ["Partial-Partial", "Partial-Replicate", "Partial-Shard(0)", "Replicate-Partial", "Shard(0)-Partial",
+         "Replicate-Shard(0)"]
+FOREACH = ["foreach_add_", "foreach_lerp_", "foreach_addcmul_", "foreach_addcdiv_"]
 NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o}]" for o in OPS]
          + [f"grad[{o}]" for o in OPS]
-         + [f"inplace[{o}-{p}]" for o in ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
-            for p in PLACEMENTS[:3]]
+         + [f"weight_grad[{o}-{p}]" for o in ["accumulate_wt", "lerp_tensor"] for p in PLACEMENTS]
+         + [f"backward_ops[{p}]" for p in PLACEMENTS]
+         + [f"inplace[{o}-{p}]" for o in INPLACE for p in PLACEMENTS[:3]]
+         + [f"inplace_partial[{o}-{p}]" for o in INPLACE for p in PAIRS]
+         + [f"foreach[{how}{o}-{layout}]" for o in FOREACH for layout in ["same", "mixed", "partial"]
+            for how in ["", "fused_kernel:"]]
          + ["fsdp2_ema", "tp_mlp"])
 
 
@@ -57,6 +69,10 @@ NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o
 def test_dtensor(results, name):
     assert name in results, f"check {name} did not run"
     assert results[name] is None, results[name]
+
+
+def test_no_unexpected_checks(results):
+    assert set(results) - {"__counts__"} == set(NAMES)
 
 
 def test_every_schema_has_a_sharding_rule():
