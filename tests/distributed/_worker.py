@@ -1,6 +1,7 @@
 """Runs the DTensor checks on a 2-process gloo CPU mesh; rank 0 writes {check: error-or-None} as JSON to argv[1].
 
-"__counts__" holds what each Partial/foreach check found (collectives against torch's).
+argv: results path, port, and the mode: "single_dim" (this torch's private registration) or "fallback" (hidden:
+the register_sharding path of an older torch). "__counts__" holds what each Partial/foreach check found.
 """
 import json
 import os
@@ -369,11 +370,26 @@ def _tp(mesh):
         torch.testing.assert_close(p.grad.full_tensor(), r.grad, msg=n)
 
 
-def _run(rank, ws, path, port):
+def _hide_private_registration():
+    """A torch without the private single-dim pointwise registration (older torch, 2.11): safe_ops must fall back on
+    register_sharding. Done before safe_ops registers its rules (it is imported after this)."""
+    assert "safe_ops" not in sys.modules
+    from torch.distributed.tensor._ops import _pointwise_ops
+
+    del _pointwise_ops._register_single_dim_pointwise
+
+
+def _run(rank, ws, path, port, mode):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=ws)
     try:
+        if mode == "fallback":
+            _hide_private_registration()
         results = _checks(rank, ws)
+        from safe_ops import _distributed
+
+        expect = "register_sharding" if mode == "fallback" else "single_dim"
+        results["backend"] = None if _distributed.BACKEND == expect else f"{_distributed.BACKEND}, not {expect}"
         if rank == 0:
             with open(path, "w") as f:
                 json.dump(results, f)
@@ -382,4 +398,5 @@ def _run(rank, ws, path, port):
 
 
 if __name__ == "__main__":
-    mp.spawn(_run, args=(2, sys.argv[1], int(sys.argv[2])), nprocs=2, join=True)
+    mp.spawn(_run, args=(2, sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "single_dim"),
+             nprocs=2, join=True)

@@ -1,5 +1,6 @@
 """safe_ops on DTensors, on a 2-process gloo CPU mesh: a spawned group (tests/distributed/_worker.py) runs every
-check under a 120 s limit (killed on timeout); each check is reported here as its own test, against torch."""
+check under a 120 s limit (killed on timeout), once per registration path (MODES); each check is reported here as
+its own test, against torch."""
 import json
 import os
 import signal
@@ -25,10 +26,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_group(path):
+MODES = ["single_dim", "fallback"]  # this torch's private registration; hidden, so register_sharding (older torch)
+
+
+def _run_group(path, mode):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(HERE))]
                                                       + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port())],
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port()), mode],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
@@ -36,16 +40,16 @@ def _run_group(path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"the 2-rank group ran past {TIMEOUT_S} s and was killed:\n{out[-4000:]}")
+        pytest.fail(f"the 2-rank group ({mode}) ran past {TIMEOUT_S} s and was killed:\n{out[-4000:]}")
     if proc.returncode != 0 or not os.path.exists(path):
-        pytest.fail(f"a rank failed (exit {proc.returncode}):\n{out[-4000:]}")
+        pytest.fail(f"a rank failed ({mode}, exit {proc.returncode}):\n{out[-4000:]}")
     with open(path) as f:
         return json.load(f)
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    return _run_group(str(tmp_path_factory.mktemp("dtensor") / "results.json"))
+@pytest.fixture(scope="module", params=MODES)
+def results(request, tmp_path_factory):
+    return _run_group(str(tmp_path_factory.mktemp("dtensor") / "results.json"), request.param)
 
 
 OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate", "accumulate_wt"]
@@ -62,7 +66,7 @@ NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o
          + [f"inplace_partial[{o}-{p}]" for o in INPLACE for p in PAIRS]
          + [f"foreach[{how}{o}-{layout}]" for o in FOREACH for layout in ["same", "mixed", "partial"]
             for how in ["", "fused_kernel:"]]
-         + ["fsdp2_ema", "tp_mlp"])
+         + ["fsdp2_ema", "tp_mlp", "backend"])
 
 
 @pytest.mark.parametrize("name", NAMES)
