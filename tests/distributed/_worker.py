@@ -288,6 +288,40 @@ def _checks(rank, ws):
                     counts[name] = foreach_check(ours, ref, nlists, layout, fused)
                 check(name, run)
     results["__counts__"] = counts
+    def broadcast_inplace():
+        # A Replicate row broadcast against the target: Shard(1) of the target is Shard(0) of the row.
+        a, row = rnd(4, 6), rnd(6)
+        da, drow = dt(a.clone(), Shard(1)), dt(row, Replicate())
+        with CommDebugMode() as c:
+            assert safe_ops.add_(da, drow, alpha=2) is da
+        assert c.get_total_counts() == 0 and da.placements == (Shard(1),)
+        torch.testing.assert_close(da.full_tensor(), a + 2 * row)
+    check("inplace_broadcast", broadcast_inplace)
+
+    def mesh_2d():
+        # A (1, ws) mesh: the rules expand over both mesh dims (in-place, a weights tensor, the fused foreach kernel).
+        mesh2 = init_device_mesh("cpu", (1, ws))
+        a, b, c = rnd(4, 6), rnd(4, 6), rnd(4, 6)
+        pls = [Replicate(), Shard(0)]
+        da, db = distribute_tensor(a.clone(), mesh2, pls), distribute_tensor(b, mesh2, [Replicate(), Shard(1)])
+        ta, tb = distribute_tensor(a.clone(), mesh2, pls), distribute_tensor(b, mesh2, [Replicate(), Shard(1)])
+        with CommDebugMode() as c_ours:
+            safe_ops.add_(da, db)
+        with CommDebugMode() as c_ref:
+            ta.add_(tb)
+        assert comm(c_ours) == comm(c_ref) and da.placements == ta.placements, (comm(c_ours), comm(c_ref))
+        torch.testing.assert_close(da.full_tensor(), a + b)
+        w2 = distribute_tensor(weights[:2], mesh2, [Replicate(), Replicate()])
+        out = safe_ops.accumulate([distribute_tensor(x, mesh2, pls) for x in (b, c)], w2)
+        assert out.placements == tuple(pls), out.placements
+        torch.testing.assert_close(out.full_tensor(), weights[0] * b + weights[1] * c)
+        members = [distribute_tensor(x.clone(), mesh2, p) for x, p in ((a, pls), (b, [Replicate(), Shard(1)]))]
+        ends = [distribute_tensor(x, mesh2, [Replicate(), Replicate()]) for x in (c, a)]
+        torch.ops.safe_ops.foreach_lerp_inplace.default(members, ends, [0.25, 0.25], None)
+        assert [m.placements for m in members] == [tuple(pls), (Replicate(), Shard(1))]
+        torch.testing.assert_close(members[0].full_tensor(), torch.lerp(a, c, 0.25))
+        torch.testing.assert_close(members[1].full_tensor(), torch.lerp(b, a, 0.25))
+    check("mesh_2d", mesh_2d)
     check("fsdp2_ema", lambda: _fsdp2(rank, ws))
     check("tp_mlp", lambda: _tp(mesh))
     return results
@@ -390,6 +424,7 @@ def _run(rank, ws, path, port, mode):
 
         expect = "register_sharding" if mode == "fallback" else "single_dim"
         results["backend"] = None if _distributed.BACKEND == expect else f"{_distributed.BACKEND}, not {expect}"
+        dist.barrier()  # both ranks done (the 2-D mesh's groups included) before the groups are torn down
         if rank == 0:
             with open(path, "w") as f:
                 json.dump(results, f)
