@@ -14,8 +14,8 @@ The in-place kernels (``<op>_inplace``, ``foreach_<op>_inplace``) never change t
 own in-place ops: a strategy that would redistribute the target is not offered, and where none is left DTensor raises
 torch's "in-place operations that require placement changes are not supported" (``addcmul_`` on a Partial target).
 Their names do not end in ``_``, so DTensor would not know them for in-place ops (it would redistribute the target
-and write into the copy): they are registered as op strategies that say so (``inplace_op=True``, concrete Shard(d)
-placements, so a ``_StridedShard`` target raises rather than being redistributed).
+and write into the copy): they are registered as op strategies that say so (``inplace_op=True``), with Shard(d) and
+the target's own ``_StridedShard`` kind (FSDP2 over tensor parallel).
 
 Two registration paths for the rest:
 - torch's private single-dim strategies (``_register_single_dim_pointwise``, ``register_single_dim_strategy``: they
@@ -189,7 +189,9 @@ def _op_strategy(op, rules: Callable, *, inplace: bool, n_out=0, needs_pytree=Fa
     def strategy(op_schema):
         args = op_schema.args_schema
         count = n_out(args) if callable(n_out) else n_out
-        single = rules(Shard, args)
+        single = []
+        for shard in _shard_kinds(args) if inplace else (Shard,):
+            single += [rule for rule in rules(shard, args) if rule not in single]
         n = count + len(_leaves(args)) + len(_leaves(tuple(op_schema.kwargs_schema.values())))
         single.append(_replicate_rule(n))
         kwargs = {}
@@ -200,6 +202,24 @@ def _op_strategy(op, rules: Callable, *, inplace: bool, n_out=0, needs_pytree=Fa
 
     DTensor._op_dispatcher.sharding_propagator.register_op_strategy(
         op, strategy, RuntimeSchemaInfo(static_argnum, needs_pytree=needs_pytree))
+
+
+def _shard_kinds(args) -> list:
+    """Shard, and the _StridedShard(split_factor) of the in-place target (FSDP2 over tensor parallel lays parameters
+    out so): the target cannot be redistributed to plain Shard, so the rules offer its own kind (an operand of the
+    target's shape laid out alike is elementwise aligned with it)."""
+    import functools
+
+    from torch.distributed.tensor import placement_types
+
+    kinds = [placement_types.Shard]
+    strided = getattr(placement_types, "_StridedShard", None)
+    leaves = _leaves(args)
+    if strided is not None and leaves:
+        for p in leaves[0].strategies[0].output_spec.placements:
+            if isinstance(p, strided) and p.split_factor not in [k.keywords["split_factor"] for k in kinds[1:]]:
+                kinds.append(functools.partial(strided, split_factor=p.split_factor))
+    return kinds
 
 
 def _scale_many_meta(args):

@@ -322,6 +322,27 @@ def _checks(rank, ws):
         torch.testing.assert_close(members[0].full_tensor(), torch.lerp(a, c, 0.25))
         torch.testing.assert_close(members[1].full_tensor(), torch.lerp(b, a, 0.25))
     check("mesh_2d", mesh_2d)
+
+    def strided_inplace():
+        # FSDP2 over tensor parallel lays parameters out as _StridedShard: an EMA written in place keeps it, with the
+        # collectives of torch's lerp_ (none for an operand of the same layout or Replicate).
+        from torch.distributed.tensor.placement_types import _StridedShard
+
+        pl = _StridedShard(0, split_factor=2)
+        for other in (pl, Replicate()):
+            a, b = rnd(8, 6), rnd(8, 6)
+            da, db = distribute_tensor(a.clone(), mesh, [pl]), distribute_tensor(b.clone(), mesh, [other])
+            ta, tb = distribute_tensor(a.clone(), mesh, [pl]), distribute_tensor(b.clone(), mesh, [other])
+            with CommDebugMode() as c_ours:
+                assert safe_ops.lerp_(da, db, 0.25) is da
+            with CommDebugMode() as c_ref:
+                ta.lerp_(tb, 0.25)
+            assert comm(c_ours) == comm(c_ref) and da.placements == ta.placements == (pl,), (comm(c_ours), comm(c_ref))
+            torch.testing.assert_close(da.full_tensor(), torch.lerp(a, b, 0.25))
+            safe_ops.foreach_lerp_([da], [db], 0.5)
+            assert da.placements == (pl,)
+            torch.testing.assert_close(da.full_tensor(), torch.lerp(torch.lerp(a, b, 0.25), b, 0.5))
+    check("inplace_strided", strided_inplace)
     check("fsdp2_ema", lambda: _fsdp2(rank, ws))
     check("tp_mlp", lambda: _tp(mesh))
     return results

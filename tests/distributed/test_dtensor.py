@@ -66,7 +66,7 @@ NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o
          + [f"inplace_partial[{o}-{p}]" for o in INPLACE for p in PAIRS]
          + [f"foreach[{how}{o}-{layout}]" for o in FOREACH for layout in ["same", "mixed", "partial"]
             for how in ["", "fused_kernel:"]]
-         + ["inplace_broadcast", "mesh_2d", "fsdp2_ema", "tp_mlp", "backend"])
+         + ["inplace_broadcast", "mesh_2d", "inplace_strided", "fsdp2_ema", "tp_mlp", "backend"])
 
 
 @pytest.mark.parametrize("name", NAMES)
