@@ -184,7 +184,10 @@ def _op_strategy(op, rules: Callable, *, inplace: bool, n_out=0, needs_pytree=Fa
     from torch.distributed.tensor._ops.utils import expand_to_full_mesh_op_strategy
     from torch.distributed.tensor.placement_types import Shard
 
-    takes_meta = "output_tensor_meta" in inspect.signature(expand_to_full_mesh_op_strategy).parameters
+    params = inspect.signature(expand_to_full_mesh_op_strategy).parameters
+    takes_meta = "output_tensor_meta" in params
+    # An FSDP2 shard may be uneven or empty ((1, d) over 2 ranks): kept where the input already has that layout.
+    options = {"allow_uneven_sharding": True} if "allow_uneven_sharding" in params else {}
 
     def strategy(op_schema):
         args = op_schema.args_schema
@@ -194,7 +197,7 @@ def _op_strategy(op, rules: Callable, *, inplace: bool, n_out=0, needs_pytree=Fa
             single += [rule for rule in rules(shard, args) if rule not in single]
         n = count + len(_leaves(args)) + len(_leaves(tuple(op_schema.kwargs_schema.values())))
         single.append(_replicate_rule(n))
-        kwargs = {}
+        kwargs = dict(options)
         if takes_meta and out_meta is not None:
             kwargs["output_tensor_meta"] = out_meta(args)
         return expand_to_full_mesh_op_strategy(op_schema.get_mesh_from_args(validate=False), op_schema, single,

@@ -296,6 +296,15 @@ def _checks(rank, ws):
             assert safe_ops.add_(da, drow, alpha=2) is da
         assert c.get_total_counts() == 0 and da.placements == (Shard(1),)
         torch.testing.assert_close(da.full_tensor(), a + 2 * row)
+        for shape in ((1, 6), (5, 6)):  # an empty and an uneven shard (FSDP2 shards small parameters so)
+            a, b = rnd(*shape), rnd(*shape)
+            da, db = dt(a.clone(), Shard(0)), dt(b, Shard(0))
+            with CommDebugMode() as c:
+                assert safe_ops.add_(da, db, alpha=2) is da
+                assert safe_ops.accumulate_(da, [db], d_weights[:1]) is da
+                safe_ops.foreach_addcmul_([da], [db], [db])
+            assert c.get_total_counts() == 0 and da.placements == (Shard(0),), c.get_comm_counts()
+            torch.testing.assert_close(da.full_tensor(), a + 2 * b + weights[0] * b + b * b)
     check("inplace_broadcast", broadcast_inplace)
 
     def mesh_2d():
