@@ -3,139 +3,355 @@
 Imported lazily (``safe_ops._distributed.register()``, called by ``safe_ops.enable_dtensor()`` and on first use of
 a DTensor), because importing ``torch.distributed.tensor`` costs time that ``import safe_ops`` should not pay.
 
-Every op whose tensor operands are ``Tensor`` or ``Tensor[]`` arguments (add, sub, addcmul, addcdiv, lerp and their
-``_inplace`` kernels) gets torch's own pointwise single-dim strategy: Shard(d)/Replicate propagate with
-broadcasting (a broadcast dimension takes Replicate), anything else is redistributed to Replicate. Partial is kept
-without communication where the op is linear in those operands (add/sub: both operands Partial with the same
-reduce op; lerp with a number weight: input and end Partial). The rules are chosen from the operand roles of the
-declarations, never per op name.
+Every op is pointwise in its tensor operands (``Tensor``, ``Tensor?`` and ``Tensor[]`` arguments): Shard(d)/Replicate
+propagate with broadcasting (a broadcast dimension takes Replicate), anything else is redistributed to Replicate. A
+coefficient tensor (accumulate's weights, K numbers) is Replicate. Partial is kept without communication where the
+op is linear in those operands (add/sub: both operands Partial with the same reduce op; lerp with a number weight:
+input and end Partial; accumulate: every member Partial). The rules are chosen from the operand roles of the
+declarations, never per op name. ``dot_many`` (K dot products) turns Shard into Partial(sum).
+
+The in-place kernels (``<op>_inplace``, ``foreach_<op>_inplace``) never change their target's placement, as torch's
+own in-place ops: a strategy that would redistribute the target is not offered, and where none is left DTensor raises
+torch's "in-place operations that require placement changes are not supported" (``addcmul_`` on a Partial target).
+Their names do not end in ``_``, so DTensor would not know them for in-place ops (it would redistribute the target
+and write into the copy): they are registered as op strategies that say so (``inplace_op=True``), with Shard(d) and
+the target's own ``_StridedShard`` kind (FSDP2 over tensor parallel).
+
+Two registration paths for the rest:
+- torch's private single-dim strategies (``_register_single_dim_pointwise``, ``register_single_dim_strategy``: they
+  fill ``_StridedShard`` and multi-dim meshes for us), where this torch has both;
+- else (a torch without them: older releases) the public ``torch.distributed.tensor.experimental.register_sharding``
+  for the functional ops, and the op-strategy registration (``register_op_strategy`` with
+  ``expand_to_full_mesh_op_strategy``, what register_sharding wraps) for the one it cannot describe
+  (``scale_many``: a ``Tensor[]`` result of len(scales) tensors). ``BACKEND`` says which path registered.
 """
 from __future__ import annotations
 
-from typing import List
+import inspect
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from ._declarations import BACKWARD_OPS, OPS, inplace_roles, operand_roles
+from ._declarations import BACKWARD_OPS, FOREACH_OPS, OPS, inplace_roles, operand_roles, parse_args
 
 _registered = False
-
-
-def _partial_rules(op_name: str, roles: List[str], linear: bool, n_out: int):
-    from torch.distributed.tensor.placement_types import Partial
-
-    n_tensors = sum(r in "ot" for r in roles)
-    if not linear:
-        return []
-    rules = []
-    for reduce in ("sum", "avg"):
-        rules.append([Partial(reduce)] * (n_out + n_tensors))
-    return rules
+BACKEND: Optional[str] = None  # "single_dim" or "register_sharding", once registered
 
 
 def _linear(op, ov) -> bool:
     """Linear in every tensor operand at once (so that Partial(sum) on all operands stays Partial(sum)): an op whose
     result is a number-weighted sum of its tensor operands. Derived from the declaration: no tensor is a multiplier
-    of another (addcmul/addcdiv multiply tensor1 by tensor2, a Tensor lerp weight multiplies)."""
+    of another (addcmul/addcdiv multiply tensor1 by tensor2, a Tensor lerp weight multiplies); a list of operands
+    (accumulate) is Σ weights[i] * tensors[i] with number weights or a Replicate coefficient tensor."""
     roles = operand_roles(op, ov)
-    n_operands = roles.count("o")
-    if "c" in roles or "l" in roles:
+    if "l" in roles:
+        return True
+    if "c" in roles:
         return False
     # addcmul/addcdiv declare three operands of which two multiply; add/sub/lerp(Scalar) are sums of two operands.
-    return n_operands == 2 and op.dtype in ("promote", "first")
+    return roles.count("o") == 2 and op.dtype in ("promote", "first")
+
+
+# ---- The rules, written once for both paths: `shard` is Shard or torch's _ShardingPlaceholder. -------------------
+
+
+def _leaves(x) -> list:
+    """The tensor arguments in x, in pytree order: TensorMeta (single-dim strategies), DTensorSpec (register_sharding)
+    or OpStrategy (op strategies), lists and TupleStrategy flattened."""
+    from torch.distributed.tensor._dtensor_spec import DTensorSpec, TensorMeta
+    from torch.distributed.tensor._op_schema import OpStrategy, TupleStrategy
+
+    if isinstance(x, (TensorMeta, DTensorSpec, OpStrategy)):
+        return [x]
+    if isinstance(x, TupleStrategy):
+        x = x.children
+    if isinstance(x, (list, tuple)):
+        return [leaf for item in x for leaf in _leaves(item)]
+    return []
+
+
+def _source_dim(shape: Sequence[int], arg: Sequence[int], d: int) -> int:
+    """The dimension of an operand of shape `arg` that broadcasts to dimension d of `shape`, -1 where it broadcasts
+    (torch's infer_broadcast_dims_map)."""
+    md = d - (len(shape) - len(arg))
+    if md < 0 or (arg[md] == 1 and shape[d] != 1):
+        return -1
+    return md
+
+
+def _pointwise(roles: str, n_out: int, linear: bool) -> Callable:
+    """rules(shard, args): each parameter's role ('o', 'l', 't' pointwise operands, 'c' a coefficient tensor,
+    Replicate; anything else not a tensor) and n_out outputs of the broadcast shape."""
+    from torch.distributed.tensor.placement_types import Partial, Replicate
+
+    def rules(shard, args) -> list:
+        groups = [(role, [leaf.shape for leaf in _leaves(a)]) for role, a in zip(roles, args)]
+        groups = [(role, shapes) for role, shapes in groups if shapes and role in "oltc"]
+        shape = torch.broadcast_shapes(*[s for role, shapes in groups if role != "c" for s in shapes])
+        out = []
+        for d in range(len(shape)):
+            rule = [shard(d)] * n_out
+            for role, shapes in groups:
+                for s in shapes:
+                    md = -1 if role == "c" else _source_dim(shape, s, d)
+                    rule.append(shard(md) if md >= 0 else Replicate())
+            out.append(rule)
+        if linear:
+            for reduce in ("sum", "avg"):
+                inputs = [Replicate() if role == "c" else Partial(reduce) for role, shapes in groups for _ in shapes]
+                out.append([Partial(reduce)] * n_out + inputs)
+        return out
+
+    return rules
+
+
+def _dot_many(shard, args) -> list:
+    """dot_many(grad, tensors) -> K dot products Σ grad * tensors[k]: sharded operands give partial sums; linear in
+    grad, and in each tensor."""
+    from torch.distributed.tensor.placement_types import Partial, Replicate
+
+    grad, tensors = args[0].shape, [t.shape for t in _leaves(args[1])]
+    out = []
+    for d in range(len(grad)):
+        out.append([Partial("sum"), shard(d)]
+                   + [shard(md) if (md := _source_dim(grad, t, d)) >= 0 else Replicate() for t in tensors])
+    for reduce in ("sum", "avg"):
+        out.append([Partial(reduce), Partial(reduce)] + [Replicate()] * len(tensors))
+        out.append([Partial(reduce), Replicate()] + [Partial(reduce)] * len(tensors))
+    return out
+
+
+def _scale_many(shard, args) -> list:
+    """scale_many(grad, scales) -> [scales[k] * grad]: as many outputs as scales, each laid out like grad (linear in
+    grad: Partial stays Partial); a tensor of scales is Replicate."""
+    from torch.distributed.tensor.placement_types import Partial, Replicate
+
+    grad, scales = args[0], args[1]
+    tensor_scales = bool(_leaves(scales))
+    n = scales.shape[0] if tensor_scales else len(scales)
+    tail = [Replicate()] if tensor_scales else []
+    out = [[shard(d)] * (n + 1) + tail for d in range(len(grad.shape))]
+    out += [[Partial(r)] * (n + 1) + tail for r in ("sum", "avg")]
+    return out
+
+
+def _scale_many_outputs(args) -> int:
+    scales = args[1]
+    return scales.shape[0] if _leaves(scales) else len(scales)
+
+
+def _foreach(name: str, linear: bool) -> Callable:
+    """foreach_<op>_inplace(members, operands (member-major), scalars, scalar_tensor): each member keeps its
+    placement and its operands take it (they have its shape); the tensor of numbers is Replicate. A Partial member
+    of an op not linear in its operands cannot be written in place: torch's in-place error."""
+    from torch.distributed.tensor.placement_types import Replicate
+
+    def rules(shard, args) -> list:
+        members, operands = _leaves(args[0]), _leaves(args[1])
+        tail = [Replicate()] * len(_leaves(args[3:]))
+        per = len(operands) // max(len(members), 1)
+        placements = [m.strategies[0].output_spec.placements for m in members]
+        out = []
+        for dim in range(len(placements[0]) if placements else 0):
+            ps = [p[dim] for p in placements]
+            for p in ps:
+                if p.is_partial() and not linear:
+                    raise RuntimeError(
+                        f"safe_ops.{name}: in-place operations that require placement changes are not supported. "
+                        f"A member has placement {p}, but no valid strategy preserves it (the op is not linear in "
+                        f"its operands). Please use the out-of-place version of this operation instead.")
+            out.append(ps + [p for p in ps for _ in range(per)] + tail)
+        return out
+
+    return rules
+
+
+# ---- Registration. --------------------------------------------------------------------------------------------------
+
+
+def _replicate_rule(n: int) -> list:
+    from torch.distributed.tensor.placement_types import Replicate
+
+    return [Replicate()] * n
+
+
+def _op_strategy(op, rules: Callable, *, inplace: bool, n_out=0, needs_pytree=False, static_argnum=100,
+                 out_meta: Optional[Callable] = None) -> None:
+    """Register `rules` (with concrete Shard) as an op strategy, every mesh dim expanded by torch's
+    expand_to_full_mesh_op_strategy; `inplace`: no strategy may change the first tensor's placement."""
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
+    from torch.distributed.tensor._ops.utils import expand_to_full_mesh_op_strategy
+    from torch.distributed.tensor.placement_types import Shard
+
+    params = inspect.signature(expand_to_full_mesh_op_strategy).parameters
+    takes_meta = "output_tensor_meta" in params
+    # An FSDP2 shard may be uneven or empty ((1, d) over 2 ranks): kept where the input already has that layout.
+    options = {"allow_uneven_sharding": True} if "allow_uneven_sharding" in params else {}
+
+    def strategy(op_schema):
+        args = op_schema.args_schema
+        count = n_out(args) if callable(n_out) else n_out
+        single = []
+        for shard in _shard_kinds(args) if inplace else (Shard,):
+            single += [rule for rule in rules(shard, args) if rule not in single]
+        n = count + len(_leaves(args)) + len(_leaves(tuple(op_schema.kwargs_schema.values())))
+        single.append(_replicate_rule(n))
+        kwargs = dict(options)
+        if takes_meta and out_meta is not None:
+            kwargs["output_tensor_meta"] = out_meta(args)
+        return expand_to_full_mesh_op_strategy(op_schema.get_mesh_from_args(validate=False), op_schema, single,
+                                               input_index=count, inplace_op=inplace, **kwargs)
+
+    DTensor._op_dispatcher.sharding_propagator.register_op_strategy(
+        op, strategy, RuntimeSchemaInfo(static_argnum, needs_pytree=needs_pytree))
+
+
+def _shard_kinds(args) -> list:
+    """Shard, and the _StridedShard(split_factor) of the in-place target (FSDP2 over tensor parallel lays parameters
+    out so): the target cannot be redistributed to plain Shard, so the rules offer its own kind (an operand of the
+    target's shape laid out alike is elementwise aligned with it)."""
+    import functools
+
+    from torch.distributed.tensor import placement_types
+
+    kinds = [placement_types.Shard]
+    strided = getattr(placement_types, "_StridedShard", None)
+    leaves = _leaves(args)
+    if strided is not None and leaves:
+        for p in leaves[0].strategies[0].output_spec.placements:
+            if isinstance(p, strided) and p.split_factor not in [k.keywords["split_factor"] for k in kinds[1:]]:
+                kinds.append(functools.partial(strided, split_factor=p.split_factor))
+    return kinds
+
+
+def _scale_many_meta(args):
+    from torch.distributed.tensor._dtensor_spec import TensorMeta
+
+    grad = args[0].tensor_meta
+    return [TensorMeta(grad.shape, grad.stride, grad.dtype)] * _scale_many_outputs(args)
+
+
+class _SingleDim:
+    """torch's private single-dim strategies, where this torch has them (2.14 does)."""
+
+    name = "single_dim"
+
+    def __init__(self):
+        from torch.distributed.tensor._ops import _pointwise_ops as pw
+        from torch.distributed.tensor._ops.single_dim_strategy import (
+            _ShardingPlaceholder,
+            register_single_dim_strategy,
+        )
+
+        self.pointwise = pw._register_single_dim_pointwise
+        self.placeholder = _ShardingPlaceholder
+        self.single_dim = register_single_dim_strategy
+
+    def functional(self, op, roles: str, n_out: int, linear: bool) -> None:
+        if set(roles) <= set("ons"):  # Tensor and Tensor? operands only: torch's own pointwise rule
+            self.pointwise(op, _partial_rules(roles, n_out, linear))
+        else:  # a list of operands, or a coefficient tensor
+            self.rules(op, _pointwise(roles, n_out, linear), needs_pytree=True)
+
+    def rules(self, op, rules: Callable, needs_pytree=False, static_argnum=100) -> None:
+        from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
+
+        self.single_dim(op, schema_info=RuntimeSchemaInfo(static_argnum, needs_pytree=needs_pytree),
+                        allow_uneven_sharding=True)(lambda op, args, kwargs: rules(self.placeholder, args))
+
+    def scale_many(self, op, static: bool) -> None:
+        # scale_many(grad, float[] scales): the number of results is len(scales), part of the strategy's cache key
+        self.rules(op, _scale_many, static_argnum=1 if static else 100)
+
+    def dot_many(self, op) -> None:
+        self.rules(op, _dot_many, needs_pytree=True)
+
+
+class _Public:
+    """The public register_sharding, and op strategies where it cannot say what an op needs."""
+
+    name = "register_sharding"
+
+    def __init__(self):
+        from torch.distributed.tensor.experimental import register_sharding
+
+        self.register_sharding = register_sharding
+
+    def functional(self, op, roles: str, n_out: int, linear: bool) -> None:
+        self.rules(op, _pointwise(roles, n_out, linear), n_out)
+
+    def rules(self, op, rules: Callable, n_out: int) -> None:
+        from torch.distributed.tensor.placement_types import Shard
+
+        def sharding(*args, **kwargs):
+            single = rules(Shard, args)
+            single.append(_replicate_rule(n_out + len(_leaves(args))))
+            return [(r[:n_out], r[n_out:]) for r in single]
+
+        self.register_sharding(op)(sharding)
+
+    def scale_many(self, op, static: bool) -> None:  # a Tensor[] result: beyond register_sharding
+        _op_strategy(op, _scale_many, inplace=False, n_out=_scale_many_outputs, static_argnum=1 if static else 100,
+                     out_meta=_scale_many_meta)
+
+    def dot_many(self, op) -> None:
+        self.rules(op, _dot_many, 1)
+
+
+def _partial_rules(roles: str, n_out: int, linear: bool) -> list:
+    from torch.distributed.tensor.placement_types import Partial
+
+    if not linear:
+        return []
+    n_tensors = sum(r in "ot" for r in roles)
+    return [[Partial(reduce)] * (n_out + n_tensors) for reduce in ("sum", "avg")]
+
+
+def _backend():
+    try:
+        return _SingleDim()
+    except (ImportError, AttributeError):  # torch moved or lacks its private single-dim registration
+        pass
+    try:
+        return _Public()
+    except (ImportError, AttributeError) as exc:
+        raise RuntimeError(
+            f"safe_ops: this torch ({torch.__version__}) has neither DTensor's single-dim strategy registration nor "
+            f"torch.distributed.tensor.experimental.register_sharding: {exc}") from exc
 
 
 def register() -> None:
     """Register the sharding strategies (idempotent)."""
-    global _registered
+    global _registered, BACKEND
     if _registered:
         return
-    try:
-        from torch.distributed.tensor._ops import _pointwise_ops as pw
-        from torch.distributed.tensor.placement_types import Partial, Replicate  # noqa: F401
-
-        register_pointwise = pw._register_single_dim_pointwise
-    except (ImportError, AttributeError) as exc:  # torch moved its private pointwise registration
-        raise RuntimeError(
-            f"safe_ops: this torch ({torch.__version__}) lacks the DTensor pointwise strategy registration that "
-            f"safe_ops uses (torch.distributed.tensor._ops._pointwise_ops._register_single_dim_pointwise): {exc}"
-        ) from exc
+    backend = _backend()
     ns = torch.ops.safe_ops
     for op in OPS:
         for ov in op.overloads:
-            roles = operand_roles(op, ov)
-            if "c" in roles:
-                continue  # a weights tensor (K coefficients): not supported yet
-            if "l" in roles:
-                _register_list_pointwise(getattr(getattr(ns, op.name), ov.name or "default"), 1)
-                _register_list_pointwise(getattr(getattr(ns, op.name + "_inplace"), ov.name or "default"), 0)
-                continue
+            roles = "".join(operand_roles(op, ov))
             linear = _linear(op, ov)
-            functional = getattr(getattr(ns, op.name), ov.name or "default")
-            register_pointwise(functional, _partial_rules(op.name, roles, linear, 1))
-            iroles = list(inplace_roles(op, ov))
-            inplace = getattr(getattr(ns, op.name + "_inplace"), ov.name or "default")
-            register_pointwise(inplace, _partial_rules(op.name, iroles[1:], linear, 1))
-    _register_scale_many(ns)
-    # Backward ops of the pointwise ops: pointwise in every tensor argument (grad and the saved operands).
+            backend.functional(getattr(getattr(ns, op.name), ov.name or "default"), roles, 1, linear)
+            iroles = inplace_roles(op, ov)
+            _op_strategy(getattr(getattr(ns, op.name + "_inplace"), ov.name or "default"),
+                         _pointwise(iroles, 0, linear), inplace=True, needs_pytree="l" in iroles)
     for b in BACKWARD_OPS:
-        if "Tensor[]" in b.args or b.returns == "Tensor[]" or b.name == "dot_many":
-            continue
-        register_pointwise(getattr(getattr(ns, b.name), b.overload or "default"), [])
+        overload = getattr(getattr(ns, b.name), b.overload or "default")
+        if b.name == "scale_many":
+            backend.scale_many(overload, static=not b.overload)
+        elif b.name == "dot_many":
+            backend.dot_many(overload)
+        else:  # the backward ops of the pointwise ops: pointwise in grad and the saved operands
+            roles = "".join("o" if a.type.startswith("Tensor") else "s" for a in parse_args(b.args))
+            backend.functional(overload, roles, b.returns.count("Tensor"), False)
+    for fop in FOREACH_OPS:
+        base = next(op for op in OPS if op.name == fop.base)
+        ov = next(o for o in base.overloads if operand_roles(base, o).count("o") == 1 + len(fop.lists))
+        _op_strategy(getattr(ns, f"{fop.name}_inplace").default, _foreach(f"{fop.name}_", _linear(base, ov)),
+                     inplace=True, needs_pytree=True)
+    BACKEND = backend.name
     _registered = True
-
-
-def _register_list_pointwise(op, n_out: int) -> None:
-    """An op pointwise over every tensor of its arguments, TensorList members included (accumulate with number
-    weights: Σ w[i] * tensors[i], linear in every member, so Partial on all of them stays Partial)."""
-    from torch.distributed.tensor._dtensor_spec import TensorMeta
-    from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
-    from torch.distributed.tensor._ops.single_dim_strategy import _ShardingPlaceholder, register_single_dim_strategy
-    from torch.distributed.tensor._ops.utils import infer_broadcast_dims_map
-    from torch.distributed.tensor.placement_types import Partial, Replicate
-
-    def strategy(op, args, kwargs):
-        metas = []
-        for a in args:
-            if isinstance(a, TensorMeta):
-                metas.append(a)
-            elif isinstance(a, (list, tuple)):
-                metas += [m for m in a if isinstance(m, TensorMeta)]
-        shape = torch.broadcast_shapes(*[m.shape for m in metas])
-        rules = []
-        for d in range(len(shape)):
-            rule = [_ShardingPlaceholder(d)] * n_out
-            for m in metas:
-                md = infer_broadcast_dims_map(shape, m.shape)[d]
-                rule.append(_ShardingPlaceholder(md) if md >= 0 else Replicate())
-            rules.append(rule)
-        rules += [[Partial(r)] * (n_out + len(metas)) for r in ("sum", "avg")]
-        return rules
-
-    register_single_dim_strategy(op, schema_info=RuntimeSchemaInfo(needs_pytree=True),
-                                 allow_uneven_sharding=True)(strategy)
-
-
-def _register_scale_many(ns) -> None:
-    """scale_many(grad, scales) -> [scales[k] * grad]: as many outputs as scales, each laid out like grad (linear in
-    grad: Partial stays Partial); a tensor of scales is Replicate."""
-    from torch.distributed.tensor._dtensor_spec import TensorMeta
-    from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
-    from torch.distributed.tensor._ops.single_dim_strategy import _ShardingPlaceholder, register_single_dim_strategy
-    from torch.distributed.tensor.placement_types import Partial, Replicate
-
-    def strategy(op, args, kwargs):
-        grad, scales = args[0], args[1]
-        tensor_scales = isinstance(scales, TensorMeta)
-        n = scales.shape[0] if tensor_scales else len(scales)
-        tail = [Replicate()] if tensor_scales else []
-        rules = [[_ShardingPlaceholder(d)] * (n + 1) + tail for d in range(len(grad.shape))]
-        rules += [[Partial(r)] * (n + 1) + tail for r in ("sum", "avg")]
-        return rules
-
-    for overload, info in (("default", RuntimeSchemaInfo(1)), ("weights_tensor", None)):
-        register_single_dim_strategy(getattr(ns.scale_many, overload), schema_info=info,
-                                     allow_uneven_sharding=True)(strategy)
 
 
 class _AfterImport:

@@ -1,4 +1,8 @@
-"""Runs the DTensor checks on a 2-process gloo CPU mesh; rank 0 writes {check: error-or-None} as JSON to argv[1]."""
+"""Runs the DTensor checks on a 2-process gloo CPU mesh; rank 0 writes {check: error-or-None} as JSON to argv[1].
+
+argv: results path, port, and the mode: "single_dim" (this torch's private registration) or "fallback" (hidden:
+the register_sharding path of an older torch). "__counts__" holds what each Partial/foreach check found.
+"""
 import json
 import os
 import sys
@@ -28,6 +32,12 @@ def _checks(rank, ws):
             return DTensor.from_local(full / ws, mesh, [placement], run_check=False)
         return distribute_tensor(full, mesh, [placement])
 
+    weights = torch.tensor([0.5, 2.0, -1.0], dtype=torch.float64)
+    d_weights = distribute_tensor(weights, mesh, [Replicate()])
+
+    def w(a):  # the weights tensor matching the operands: a Replicate DTensor for DTensors
+        return d_weights if isinstance(a, DTensor) else weights
+
     ops = {
         "add": (lambda a, b, c: safe_ops.add(a, b, alpha=2), lambda a, b, c: torch.add(a, b, alpha=2), 2),
         "sub": (lambda a, b, c: safe_ops.sub(a, b, alpha=0.5), lambda a, b, c: torch.sub(a, b, alpha=0.5), 2),
@@ -39,6 +49,8 @@ def _checks(rank, ws):
         "lerp_tensor": (lambda a, b, c: safe_ops.lerp(a, b, c), lambda a, b, c: torch.lerp(a, b, c), 3),
         "accumulate": (lambda a, b, c: safe_ops.accumulate([a, b, c], [0.5, 2.0, -1.0]),
                        lambda a, b, c: 0.5 * a + 2.0 * b - c, 3),
+        "accumulate_wt": (lambda a, b, c: safe_ops.accumulate([a, b, c], w(a)),
+                          lambda a, b, c: w(a)[0] * a + w(a)[1] * b + w(a)[2] * c, 3),
     }
     placements = {"Shard(0)": Shard(0), "Shard(1)": Shard(1), "Replicate": Replicate(), "Partial": Partial()}
     results = {}
@@ -88,6 +100,38 @@ def _checks(rank, ws):
                 torch.testing.assert_close(d.grad.full_tensor(), f.grad)
         check(f"grad[{opname}]", grads)
 
+    def weight_grads(opname, pl):
+        # The weights need a gradient too: accumulate's weights tensor (Replicate) and lerp's tensor weight (of the
+        # operands' placement), against the torch composition on plain tensors and on the same DTensors.
+        ours, ref, _ = ops[opname]
+        fulls = [rnd(4, 6) for _ in range(3)]
+        wfull = weights if opname == "accumulate_wt" else fulls[2]
+        leaves = [f.clone().requires_grad_() for f in fulls] + [wfull.clone().requires_grad_()]
+        mine = [dt(f, pl).requires_grad_() for f in fulls] + [distribute_tensor(wfull, mesh, [Replicate()])
+                                                              .requires_grad_()]
+        theirs = [dt(f, pl).requires_grad_() for f in fulls] + [distribute_tensor(wfull, mesh, [Replicate()])
+                                                                .requires_grad_()]
+        if opname == "accumulate_wt":
+            def call(fn, xs):
+                return safe_ops.accumulate(xs[:3], xs[3]) if fn is ours else xs[3][0] * xs[0] + xs[3][1] * xs[1] + (
+                    xs[3][2] * xs[2])
+        else:  # lerp(input, end, weight): the weight is the third operand, of the operands' placement
+            mine, theirs, leaves = mine[:3], theirs[:3], leaves[:3]
+
+            def call(fn, xs):
+                return fn(*xs)
+        (call(ours, mine).full_tensor() ** 2).sum().backward()
+        (call(ref, theirs).full_tensor() ** 2).sum().backward()
+        (call(ref, leaves) ** 2).sum().backward()
+        for m, t, f in zip(mine, theirs, leaves):
+            torch.testing.assert_close(m.grad.full_tensor(), f.grad)
+            if not pl.is_partial():  # torch 2.14's own lerp on Partial DTensors gives input a wrong gradient
+                torch.testing.assert_close(m.grad.full_tensor(), t.grad.full_tensor())
+
+    for opname in ("accumulate_wt", "lerp_tensor"):
+        for pname, pl in placements.items():
+            check(f"weight_grad[{opname}-{pname}]", lambda opname=opname, pl=pl: weight_grads(opname, pl))
+
     inplace = {
         "add_": (lambda a, b: safe_ops.add_(a, b, alpha=2), lambda a, b: a.add_(b, alpha=2)),
         "sub_": (lambda a, b: safe_ops.sub_(a, b), lambda a, b: a.sub_(b)),
@@ -106,6 +150,208 @@ def _checks(rank, ws):
                 ref(a, b)
                 torch.testing.assert_close(da.full_tensor(), a)
             check(f"inplace[{opname}-{pname}]", inpl)
+    def backward_ops(pl):
+        # dot_many: K dot products of grad with each tensor (a broadcast one among them): Shard gives Partial(sum),
+        # Replicate Replicate, no communication. scale_many with a weights tensor (Replicate): grad's placement.
+        g, a, row = rnd(4, 6), rnd(4, 6), rnd(6)
+        dg = dt(g, pl)
+        others = [dt(a, pl if not pl.is_partial() else Replicate()), dt(row, Replicate())]
+        with CommDebugMode() as c:
+            dots = torch.ops.safe_ops.dot_many(dg, others)
+            scaled = torch.ops.safe_ops.scale_many.weights_tensor(dg, d_weights)
+        assert c.get_total_counts() == 0, c.get_comm_counts()
+        expect = (Replicate(),) if pl == Replicate() else (Partial(pl.reduce_op) if pl.is_partial() else Partial(),)
+        assert dots.placements == expect, dots.placements
+        torch.testing.assert_close(dots.full_tensor(), torch.stack([(g * a).sum(), (g * row).sum()]))
+        assert [x.placements for x in scaled] == [dg.placements] * 3
+        for x, k in zip(scaled, weights):
+            torch.testing.assert_close(x.full_tensor(), k * g)
+
+    for pname, pl in placements.items():
+        check(f"backward_ops[{pname}]", lambda pl=pl: backward_ops(pl))
+
+    def comm(mode):
+        return {str(k).rsplit(".", 1)[-1].split("'")[0]: v for k, v in mode.get_comm_counts().items() if v}
+
+    def partial_inplace(ours, ref, pa, pb):
+        # torch's in-place op on the same DTensors decides: its values, placement and collectives; where torch
+        # raises (no strategy keeps the target's placement), safe_ops raises too, or, for an op linear in its
+        # operands (lerp_), keeps the Partial target with no collective and the functional op's values.
+        a, b = rnd(4, 6), rnd(4, 6)
+        da, db, ta, tb = dt(a.clone(), pa), dt(b.clone(), pb), dt(a.clone(), pa), dt(b.clone(), pb)
+        expect_full = ref(a.clone(), b.clone())
+        try:
+            with CommDebugMode() as c_ref:
+                ref(ta, tb)
+        except RuntimeError as exc:
+            torch_error = exc
+        else:
+            torch_error = None
+        try:
+            with CommDebugMode() as c_ours:
+                out = ours(da, db)
+        except RuntimeError as exc:
+            if torch_error is None:
+                raise AssertionError(f"torch writes it ({ta.placements}), safe_ops raised") from exc
+            assert "placement" in str(exc), exc
+            return "raises, as torch"
+        assert out is da, "not written in place"
+        assert da.placements == (pa,), da.placements
+        torch.testing.assert_close(da.full_tensor(), expect_full)
+        if torch_error is not None:
+            assert pa.is_partial() and c_ours.get_total_counts() == 0, (comm(c_ours), torch_error)
+            return f"kept Partial, {comm(c_ours)} (torch raises)"
+        assert ta.placements == da.placements, (ta.placements, da.placements)
+        assert comm(c_ours) == comm(c_ref), (comm(c_ours), comm(c_ref))
+        return f"{comm(c_ours)} = torch"
+
+    pairs = [("Partial", "Partial"), ("Partial", "Replicate"), ("Partial", "Shard(0)"), ("Replicate", "Partial"),
+             ("Shard(0)", "Partial"), ("Replicate", "Shard(0)")]
+    counts = {}
+    # accumulate_ with one member: [b, b] would be redistributed once per listing, torch's add_ once.
+    partial_ops = dict(inplace, accumulate_=(lambda a, b: safe_ops.accumulate_(a, [b], [2.5]),
+                                             lambda a, b: a.add_(b, alpha=2.5)))
+    for opname, (ours, ref) in partial_ops.items():
+        for pa, pb in pairs:
+            name = f"inplace_partial[{opname}-{pa}-{pb}]"
+
+            def run(ours=ours, ref=ref, pa=pa, pb=pb, name=name):
+                counts[name] = partial_inplace(ours, ref, placements[pa], placements[pb])
+            check(name, run)
+
+    foreach = {  # name: (safe_ops, torch, number of operand lists, the number)
+        "foreach_add_": (lambda t, o: safe_ops.foreach_add_(t, *o, alpha=2), lambda t, o: torch._foreach_add_(
+            t, *o, alpha=2), 1, 2.0),
+        "foreach_lerp_": (lambda t, o: safe_ops.foreach_lerp_(t, *o, 0.3), lambda t, o: torch._foreach_lerp_(
+            t, *o, 0.3), 1, 0.3),
+        "foreach_addcmul_": (lambda t, o: safe_ops.foreach_addcmul_(t, *o, value=2),
+                             lambda t, o: torch._foreach_addcmul_(t, *o, value=2), 2, 2.0),
+        "foreach_addcdiv_": (lambda t, o: safe_ops.foreach_addcdiv_(t, *o, value=2),
+                             lambda t, o: torch._foreach_addcdiv_(t, *o, value=2), 2, 2.0),
+    }
+    layouts = {  # members' placements, operands' placements
+        "same": (["Shard(0)", "Shard(1)", "Replicate"], ["Shard(0)", "Shard(1)", "Replicate"]),
+        "mixed": (["Shard(0)", "Replicate", "Shard(1)"], ["Replicate", "Shard(0)", "Shard(0)"]),
+        "partial": (["Partial", "Partial"], ["Partial", "Replicate"]),
+    }
+
+    def foreach_check(ours, ref, nlists, layout, fused=None):
+        # safe_ops.foreach_<op>_ (or, with `fused`, its fused kernel called directly) against torch._foreach_<op>_
+        # on the same DTensors, judged as partial_inplace judges the in-place ops.
+        pm, po = layouts[layout]
+        fulls = [rnd(4, 6) for _ in pm]
+        opfulls = [[rnd(4, 6) for _ in pm] for _ in range(nlists)]
+        expect = [f.clone() for f in fulls]
+        ref(expect, opfulls)
+
+        def make():
+            return ([dt(f.clone(), placements[p]) for f, p in zip(fulls, pm)],
+                    [[dt(f.clone(), placements[p]) for f, p in zip(fs, po)] for fs in opfulls])
+        (mine, mine_ops), (theirs, their_ops) = make(), make()
+        try:
+            with CommDebugMode() as c_ref:
+                ref(theirs, their_ops)
+        except RuntimeError as exc:
+            torch_error = exc
+        else:
+            torch_error = None
+        try:
+            with CommDebugMode() as c_ours:
+                if fused is None:
+                    out = ours(mine, mine_ops)
+                else:
+                    fused(mine, [o for member in zip(*mine_ops) for o in member], [foreach[fused_name][3]] * len(
+                        mine), None)
+                    out = mine
+        except RuntimeError as exc:
+            if torch_error is None:
+                raise AssertionError("torch writes them, safe_ops raised") from exc
+            assert "placement" in str(exc), exc
+            return "raises, as torch"
+        assert all(o is m for o, m in zip(out, mine)), "not written in place"
+        for m, p, e in zip(mine, pm, expect):
+            assert m.placements == (placements[p],), m.placements
+            torch.testing.assert_close(m.full_tensor(), e)
+        if torch_error is not None:
+            assert c_ours.get_total_counts() == 0, (comm(c_ours), torch_error)
+            return f"kept Partial, {comm(c_ours)} (torch raises)"
+        assert comm(c_ours) == comm(c_ref), (comm(c_ours), comm(c_ref))
+        return f"{comm(c_ours)} = torch"
+
+    for fused_name, (ours, ref, nlists, _) in foreach.items():
+        kernel = getattr(torch.ops.safe_ops, fused_name[:-1] + "_inplace").default
+        for layout in layouts:
+            for how, fused in (("", None), ("fused_kernel:", kernel)):
+                name = f"foreach[{how}{fused_name}-{layout}]"
+
+                def run(ours=ours, ref=ref, nlists=nlists, layout=layout, fused=fused, name=name):
+                    counts[name] = foreach_check(ours, ref, nlists, layout, fused)
+                check(name, run)
+    results["__counts__"] = counts
+    def broadcast_inplace():
+        # A Replicate row broadcast against the target: Shard(1) of the target is Shard(0) of the row.
+        a, row = rnd(4, 6), rnd(6)
+        da, drow = dt(a.clone(), Shard(1)), dt(row, Replicate())
+        with CommDebugMode() as c:
+            assert safe_ops.add_(da, drow, alpha=2) is da
+        assert c.get_total_counts() == 0 and da.placements == (Shard(1),)
+        torch.testing.assert_close(da.full_tensor(), a + 2 * row)
+        for shape in ((1, 6), (5, 6)):  # an empty and an uneven shard (FSDP2 shards small parameters so)
+            a, b = rnd(*shape), rnd(*shape)
+            da, db = dt(a.clone(), Shard(0)), dt(b, Shard(0))
+            with CommDebugMode() as c:
+                assert safe_ops.add_(da, db, alpha=2) is da
+                assert safe_ops.accumulate_(da, [db], d_weights[:1]) is da
+                safe_ops.foreach_addcmul_([da], [db], [db])
+            assert c.get_total_counts() == 0 and da.placements == (Shard(0),), c.get_comm_counts()
+            torch.testing.assert_close(da.full_tensor(), a + 2 * b + weights[0] * b + b * b)
+    check("inplace_broadcast", broadcast_inplace)
+
+    def mesh_2d():
+        # A (1, ws) mesh: the rules expand over both mesh dims (in-place, a weights tensor, the fused foreach kernel).
+        mesh2 = init_device_mesh("cpu", (1, ws))
+        a, b, c = rnd(4, 6), rnd(4, 6), rnd(4, 6)
+        pls = [Replicate(), Shard(0)]
+        da, db = distribute_tensor(a.clone(), mesh2, pls), distribute_tensor(b, mesh2, [Replicate(), Shard(1)])
+        ta, tb = distribute_tensor(a.clone(), mesh2, pls), distribute_tensor(b, mesh2, [Replicate(), Shard(1)])
+        with CommDebugMode() as c_ours:
+            safe_ops.add_(da, db)
+        with CommDebugMode() as c_ref:
+            ta.add_(tb)
+        assert comm(c_ours) == comm(c_ref) and da.placements == ta.placements, (comm(c_ours), comm(c_ref))
+        torch.testing.assert_close(da.full_tensor(), a + b)
+        w2 = distribute_tensor(weights[:2], mesh2, [Replicate(), Replicate()])
+        out = safe_ops.accumulate([distribute_tensor(x, mesh2, pls) for x in (b, c)], w2)
+        assert out.placements == tuple(pls), out.placements
+        torch.testing.assert_close(out.full_tensor(), weights[0] * b + weights[1] * c)
+        members = [distribute_tensor(x.clone(), mesh2, p) for x, p in ((a, pls), (b, [Replicate(), Shard(1)]))]
+        ends = [distribute_tensor(x, mesh2, [Replicate(), Replicate()]) for x in (c, a)]
+        torch.ops.safe_ops.foreach_lerp_inplace.default(members, ends, [0.25, 0.25], None)
+        assert [m.placements for m in members] == [tuple(pls), (Replicate(), Shard(1))]
+        torch.testing.assert_close(members[0].full_tensor(), torch.lerp(a, c, 0.25))
+        torch.testing.assert_close(members[1].full_tensor(), torch.lerp(b, a, 0.25))
+    check("mesh_2d", mesh_2d)
+
+    def strided_inplace():
+        # FSDP2 over tensor parallel lays parameters out as _StridedShard: an EMA written in place keeps it, with the
+        # collectives of torch's lerp_ (none for an operand of the same layout or Replicate).
+        from torch.distributed.tensor.placement_types import _StridedShard
+
+        pl = _StridedShard(0, split_factor=2)
+        for other in (pl, Replicate()):
+            a, b = rnd(8, 6), rnd(8, 6)
+            da, db = distribute_tensor(a.clone(), mesh, [pl]), distribute_tensor(b.clone(), mesh, [other])
+            ta, tb = distribute_tensor(a.clone(), mesh, [pl]), distribute_tensor(b.clone(), mesh, [other])
+            with CommDebugMode() as c_ours:
+                assert safe_ops.lerp_(da, db, 0.25) is da
+            with CommDebugMode() as c_ref:
+                ta.lerp_(tb, 0.25)
+            assert comm(c_ours) == comm(c_ref) and da.placements == ta.placements == (pl,), (comm(c_ours), comm(c_ref))
+            torch.testing.assert_close(da.full_tensor(), torch.lerp(a, b, 0.25))
+            safe_ops.foreach_lerp_([da], [db], 0.5)
+            assert da.placements == (pl,)
+            torch.testing.assert_close(da.full_tensor(), torch.lerp(torch.lerp(a, b, 0.25), b, 0.5))
+    check("inplace_strided", strided_inplace)
     check("fsdp2_ema", lambda: _fsdp2(rank, ws))
     check("tp_mlp", lambda: _tp(mesh))
     return results
@@ -188,11 +434,27 @@ def _tp(mesh):
         torch.testing.assert_close(p.grad.full_tensor(), r.grad, msg=n)
 
 
-def _run(rank, ws, path, port):
+def _hide_private_registration():
+    """A torch without the private single-dim pointwise registration (older torch, 2.11): safe_ops must fall back on
+    register_sharding. Done before safe_ops registers its rules (it is imported after this)."""
+    assert "safe_ops" not in sys.modules
+    from torch.distributed.tensor._ops import _pointwise_ops
+
+    del _pointwise_ops._register_single_dim_pointwise
+
+
+def _run(rank, ws, path, port, mode):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=ws)
     try:
+        if mode == "fallback":
+            _hide_private_registration()
         results = _checks(rank, ws)
+        from safe_ops import _distributed
+
+        expect = "register_sharding" if mode == "fallback" else "single_dim"
+        results["backend"] = None if _distributed.BACKEND == expect else f"{_distributed.BACKEND}, not {expect}"
+        dist.barrier()  # both ranks done (the 2-D mesh's groups included) before the groups are torn down
         if rank == 0:
             with open(path, "w") as f:
                 json.dump(results, f)
@@ -201,4 +463,5 @@ def _run(rank, ws, path, port):
 
 
 if __name__ == "__main__":
-    mp.spawn(_run, args=(2, sys.argv[1], int(sys.argv[2])), nprocs=2, join=True)
+    mp.spawn(_run, args=(2, sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "single_dim"),
+             nprocs=2, join=True)

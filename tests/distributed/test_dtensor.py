@@ -1,5 +1,6 @@
-"""safe_ops on DTensors, on a 2-process gloo CPU mesh: one spawned group (tests/distributed/_worker.py) runs every
-check under a 120 s limit (killed on timeout); each check is reported here as its own test, against torch."""
+"""safe_ops on DTensors, on a 2-process gloo CPU mesh: a spawned group (tests/distributed/_worker.py) runs every
+check under a 120 s limit (killed on timeout), once per registration path (MODES); each check is reported here as
+its own test, against torch."""
 import json
 import os
 import signal
@@ -25,32 +26,47 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("dtensor") / "results.json")
+MODES = ["single_dim", "fallback"]  # this torch's private registration; hidden, so register_sharding (older torch)
+
+
+def _run_group(path, mode):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(HERE))]
                                                       + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port())], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port()), mode],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"the 2-rank group ran past {TIMEOUT_S} s and was killed:\n{out[-4000:]}")
+        pytest.fail(f"the 2-rank group ({mode}) ran past {TIMEOUT_S} s and was killed:\n{out[-4000:]}")
     if proc.returncode != 0 or not os.path.exists(path):
-        pytest.fail(f"a rank failed (exit {proc.returncode}):\n{out[-4000:]}")
+        pytest.fail(f"a rank failed ({mode}, exit {proc.returncode}):\n{out[-4000:]}")
     with open(path) as f:
         return json.load(f)
 
 
-OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate"]
+@pytest.fixture(scope="module", params=MODES)
+def results(request, tmp_path_factory):
+    return _run_group(str(tmp_path_factory.mktemp("dtensor") / "results.json"), request.param)
+
+
+OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate", "accumulate_wt"]
 PLACEMENTS = ["Shard(0)", "Shard(1)", "Replicate", "Partial"]
+INPLACE = ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
+PAIRS = ["Partial-Partial", "Partial-Replicate", "Partial-Shard(0)", "Replicate-Partial", "Shard(0)-Partial",
+         "Replicate-Shard(0)"]
+FOREACH = ["foreach_add_", "foreach_lerp_", "foreach_addcmul_", "foreach_addcdiv_"]
 NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o}]" for o in OPS]
          + [f"grad[{o}]" for o in OPS]
-         + [f"inplace[{o}-{p}]" for o in ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
-            for p in PLACEMENTS[:3]]
-         + ["fsdp2_ema", "tp_mlp"])
+         + [f"weight_grad[{o}-{p}]" for o in ["accumulate_wt", "lerp_tensor"] for p in PLACEMENTS]
+         + [f"backward_ops[{p}]" for p in PLACEMENTS]
+         + [f"inplace[{o}-{p}]" for o in INPLACE for p in PLACEMENTS[:3]]
+         + [f"inplace_partial[{o}-{p}]" for o in INPLACE for p in PAIRS]
+         + [f"foreach[{how}{o}-{layout}]" for o in FOREACH for layout in ["same", "mixed", "partial"]
+            for how in ["", "fused_kernel:"]]
+         + ["inplace_broadcast", "mesh_2d", "inplace_strided", "fsdp2_ema", "tp_mlp", "backend"])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -59,10 +75,8 @@ def test_dtensor(results, name):
     assert results[name] is None, results[name]
 
 
-# Schemas with no sharding rule (see README "Distributed"): a weights tensor of accumulate, its backward dot_many,
-# and the fused foreach kernels (safe_ops.foreach_*_ runs them on the local shards, or the per-member op).
-UNSUPPORTED = {"accumulate.weights_tensor", "accumulate_inplace.weights_tensor", "dot_many",
-               "foreach_add_inplace", "foreach_lerp_inplace", "foreach_addcmul_inplace", "foreach_addcdiv_inplace"}
+def test_no_unexpected_checks(results):
+    assert set(results) - {"__counts__"} == set(NAMES)
 
 
 def test_every_schema_has_a_sharding_rule():
@@ -74,10 +88,10 @@ def test_every_schema_has_a_sharding_rule():
 
     prop = dtensor.DTensor._op_dispatcher.sharding_propagator
     known = set(prop.op_single_dim_strategy_funcs) | set(prop.op_strategy_funcs)
-    missing = []
+    missing = []  # every schema, the in-place and foreach kernels and the backward ops included
     for sch in all_schemas():
         name = qualified(sch.name, sch.overload)
         op = getattr(getattr(torch.ops.safe_ops, sch.name), sch.overload or "default")
-        if (op in known) == (name in UNSUPPORTED):
+        if op not in known:
             missing.append(name)
     assert not missing, missing
