@@ -206,21 +206,23 @@ def mismatch(actual, expected: torch.Tensor, ulps: int = 0) -> Optional[str]:
     nan_a, nan_e = torch.isnan(a), torch.isnan(e)
     if not torch.equal(nan_a, nan_e):
         return f"NaN at {int((nan_a != nan_e).sum())} other places"
+    zeros_differ = (a == 0) & (e == 0) & (torch.signbit(a) != torch.signbit(e))
     if a.dtype in HALF:
         dist = (_ordered_bits(a) - _ordered_bits(e)).abs().masked_fill(nan_a, 0)
-        zeros_differ = (a == 0) & (e == 0) & (torch.signbit(a) != torch.signbit(e))
-        dist = torch.where(zeros_differ, ulps + 1, dist)  # -0.0 vs 0.0 counts as a difference
+        limit = ulps
     else:
-        same = (a == e) & (torch.signbit(a) == torch.signbit(e))
-        dist = (~(same | nan_a)).int()
-    if dist.numel() == 0 or int(dist.max()) <= (ulps if a.dtype in HALF else 0):
+        dist = ((a != e) & ~nan_a).int()
+        limit = 0
+    over = (dist > limit) | zeros_differ
+    if not bool(over.any()):
         return None
-    d = (a.double() - e.double()).abs().masked_fill(nan_a, 0)
-    i = int(dist.reshape(-1).argmax())
-    return (f"{int((dist > 0).sum())}/{dist.numel()} elements differ, worst {int(dist.max())} ulp" if a.dtype in HALF
-            else f"{int((dist > 0).sum())}/{dist.numel()} elements differ") + (
-        f", max |diff| {float(d.max()):.6g}; at flat {i}: ours {float(a.reshape(-1)[i])!r}, torch "
-        f"{float(e.reshape(-1)[i])!r}")
+    i = int(torch.where(over, dist + 1, 0).reshape(-1).argmax())
+    at = f"at flat {i}: ours {float(a.reshape(-1)[i])!r}, torch {float(e.reshape(-1)[i])!r}"
+    if not bool((dist > limit).any()):
+        return f"signed zeros differ at {int(zeros_differ.sum())}/{a.numel()} elements; {at}"
+    d = torch.where(a == e, 0, (a.double() - e.double()).abs()).masked_fill(nan_a, 0)  # inf == inf: no diff
+    worst = f", worst {int(dist.max())} ulp" if a.dtype in HALF else ""
+    return f"{int(over.sum())}/{a.numel()} elements differ{worst}, max |diff| {float(d.max()):.6g}; {at}"
 
 
 def allowed_ulps(case: Case) -> int:

@@ -62,7 +62,7 @@ def _max_diff(actual: torch.Tensor, expected: torch.Tensor) -> str:
     if a.dtype == torch.bool:
         a, e = a.int(), e.int()
     a, e = a.to(torch.float64), e.to(torch.float64)
-    d = torch.where(torch.isnan(a) & torch.isnan(e), 0, (a - e).abs()).nan_to_num(nan=float("inf"))
+    d = torch.where((a == e) | (torch.isnan(a) & torch.isnan(e)), 0, (a - e).abs()).nan_to_num(nan=float("inf"))
     i = int(d.reshape(-1).argmax())
     n_bad = int((d != 0).sum())
     return f"max |diff| {float(d.reshape(-1)[i]):.6g} at flat {i} ({n_bad}/{d.numel()} differ)"
