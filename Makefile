@@ -1,6 +1,7 @@
 # make test: create .venv, install torch + tools, lint, build the extension (CUDA too when nvcc is found), run tests.
 # make lint: ruff (Python) and clang-format (C++/CUDA) at the code's 120 columns; `make format` applies them.
 # make bench: the default benchmark subset (BENCH_ARGS=--all for everything).
+# make fuzz: tests/test_fuzz.py at FUZZ_EXAMPLES=2000, 20,000 cases against torch (make test runs 2,000 of them).
 # Everything is incremental: re-running only redoes what changed.
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export MAX_JOBS
 BENCH_ARGS ?=
 
-.PHONY: all venv lint format build test bench clean
+.PHONY: all venv lint format build test fuzz bench clean
 
 CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 2>/dev/null)
 
@@ -37,6 +38,9 @@ build: venv
 
 test: lint build
 	$(PY) -m pytest -q tests
+
+fuzz: build
+	FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests/test_fuzz.py
 
 bench: build
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
