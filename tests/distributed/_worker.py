@@ -1,6 +1,6 @@
 """Runs the DTensor checks on a 2-process gloo CPU mesh; rank 0 writes {check: error-or-None} as JSON to argv[1].
 
-argv: results path, port, and the mode: "single_dim" (this torch's private registration) or "fallback" (hidden:
+argv: results path and the mode: "single_dim" (this torch's private registration) or "fallback" (hidden:
 the register_sharding path of an older torch). "__counts__" holds what each Partial/foreach check found.
 """
 import json
@@ -443,9 +443,9 @@ def _hide_private_registration():
     del _pointwise_ops._register_single_dim_pointwise
 
 
-def _run(rank, ws, path, port, mode):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=ws)
+def _run(rank, ws, path, mode):
+    # A file rendezvous next to the results: no port to pick, so no race with another process for one.
+    dist.init_process_group("gloo", init_method=f"file://{path}.store", rank=rank, world_size=ws)
     try:
         if mode == "fallback":
             _hide_private_registration()
@@ -463,5 +463,4 @@ def _run(rank, ws, path, port, mode):
 
 
 if __name__ == "__main__":
-    mp.spawn(_run, args=(2, sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "single_dim"),
-             nprocs=2, join=True)
+    mp.spawn(_run, args=(2, sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "single_dim"), nprocs=2, join=True)

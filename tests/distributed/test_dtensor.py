@@ -4,7 +4,6 @@ its own test, against torch."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -20,19 +19,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT_S = 120
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 MODES = ["single_dim", "fallback"]  # this torch's private registration; hidden, so register_sharding (older torch)
 
 
 def _run_group(path, mode):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(HERE))]
                                                       + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, str(_free_port()), mode],
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), path, mode],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
