@@ -2,7 +2,9 @@
 #include "ops.h"
 #include "twin.h"
 
+#include <ATen/ops/add.h>
 #include <ATen/ops/result_type.h>
+#include <ATen/ops/sub.h>
 
 #include <array>
 
@@ -53,29 +55,80 @@ void add_scalar_inplace_impl(at::Tensor& self, const at::Scalar& other, double a
   run_linear_combination(self, {self}, coeffs, dtype);
 }
 
+// Where torch's bits depend on its loop structure rather than on the formula, torch's kernel computes the call:
+// with alpha != 1, float16/bfloat16 (torch's scalar loop, which takes the last elements of each vectorised row,
+// rounds alpha·other in half precision) and a broadcast operand (torch's vectorised loop over a stride-0 operand
+// leaves a tail of unfused elements). A number `other` is the same case as a broadcast one.
+bool alpha_needs_torch_loop(const at::Tensor& self, const at::Tensor* other, const at::Scalar& alpha) {
+  if (alpha.toDouble() == 1.0) return false;
+  const at::ScalarType dtype = other ? at::result_type(self, *other) : self.scalar_type();
+  if (dtype == at::kHalf || dtype == at::kBFloat16 || other == nullptr) return true;
+  auto broadcast = [](const at::Tensor& t) {
+    for (int64_t d = 0; d < t.dim(); ++d) {
+      if (t.stride(d) == 0 && t.size(d) > 1) return true;
+    }
+    return false;
+  };
+  return !self.sizes().equals(other->sizes()) || broadcast(self) || broadcast(*other);
+}
+
+// sub's alpha negated as torch negates it: an integer alpha as an integer (-0 is +0).
+double negated(const at::Scalar& alpha) {
+  return alpha.isIntegral(false) ? static_cast<double>(-alpha.toLong()) : -alpha.toDouble();
+}
+
+// A number `other` rounded to the result dtype first, as torch's kernels read it (a float16 tensor + 0.1 adds
+// 0.1 in float16).
+at::Scalar as_result_dtype(const at::Tensor& self, const at::Scalar& other) {
+  const at::ScalarType dtype = at::result_type(self, other);
+  if (dtype == at::kHalf) return static_cast<double>(static_cast<float>(other.to<at::Half>()));
+  if (dtype == at::kBFloat16) return static_cast<double>(static_cast<float>(other.to<at::BFloat16>()));
+  return other;
+}
+
 at::Tensor add_tensor(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  if (alpha_needs_torch_loop(self, &other, alpha)) return at::add(self, other, alpha);
   return add_tensor_impl(self, other, alpha.toDouble(), "add");
 }
 at::Tensor sub_tensor(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
-  return add_tensor_impl(self, other, -alpha.toDouble(), "sub");
+  if (alpha_needs_torch_loop(self, &other, alpha)) return at::sub(self, other, alpha);
+  return add_tensor_impl(self, other, negated(alpha), "sub");
 }
 at::Tensor add_scalar(const at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  return add_scalar_impl(self, other, alpha.toDouble(), "add");
+  if (alpha_needs_torch_loop(self, nullptr, alpha)) return at::add(self, other, alpha);
+  return add_scalar_impl(self, as_result_dtype(self, other), alpha.toDouble(), "add");
 }
 at::Tensor sub_scalar(const at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  return add_scalar_impl(self, other, -alpha.toDouble(), "sub");
+  if (alpha_needs_torch_loop(self, nullptr, alpha)) return at::sub(self, other, alpha);
+  return add_scalar_impl(self, as_result_dtype(self, other), negated(alpha), "sub");
 }
 void add_tensor_(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
+  if (alpha_needs_torch_loop(self, &other, alpha)) {
+    self.add_(other, alpha);
+    return;
+  }
   add_tensor_inplace_impl(self, other, alpha.toDouble(), "add_inplace");
 }
 void sub_tensor_(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
-  add_tensor_inplace_impl(self, other, -alpha.toDouble(), "sub_inplace");
+  if (alpha_needs_torch_loop(self, &other, alpha)) {
+    self.sub_(other, alpha);
+    return;
+  }
+  add_tensor_inplace_impl(self, other, negated(alpha), "sub_inplace");
 }
 void add_scalar_(at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  add_scalar_inplace_impl(self, other, alpha.toDouble(), "add_inplace");
+  if (alpha_needs_torch_loop(self, nullptr, alpha)) {
+    self.add_(other, alpha);
+    return;
+  }
+  add_scalar_inplace_impl(self, as_result_dtype(self, other), alpha.toDouble(), "add_inplace");
 }
 void sub_scalar_(at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  add_scalar_inplace_impl(self, other, -alpha.toDouble(), "sub_inplace");
+  if (alpha_needs_torch_loop(self, nullptr, alpha)) {
+    self.sub_(other, alpha);
+    return;
+  }
+  add_scalar_inplace_impl(self, as_result_dtype(self, other), negated(alpha), "sub_inplace");
 }
 
 void register_impls(torch::Library& m) {

@@ -16,7 +16,8 @@ void check_same_dtype(const at::Tensor& self, const at::Tensor& other, const cha
 at::Tensor lerp_into(const at::Tensor& out, const at::Tensor& self, const at::Tensor& end,
                      const at::Tensor& weight_tensor, double weight, const char* name) {
   check_same_dtype(self, end, "end");
-  if (weight_tensor.defined()) check_same_dtype(self, weight_tensor, "weight");
+  // torch takes a 0-dim weight of another dtype (a number-like tensor) and casts it to self's.
+  if (weight_tensor.defined() && weight_tensor.dim() != 0) check_same_dtype(self, weight_tensor, "weight");
   const at::ScalarType dtype = self.scalar_type();
   check_result_dtype(dtype, name);
   const c10::Device device = out.defined() ? out.device()

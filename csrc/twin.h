@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/Scalar.h>
 #include <torch/library.h>
 
@@ -19,19 +20,21 @@ inline bool is_kernel_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-// Whether a call goes to torch's op: an operand of a dtype without a kernel, a complex or bool number, or (in
-// place) an operand whose dtype differs from the target's.
+// Whether a call goes to torch's op: an operand of a dtype without a kernel, a complex or bool number, (in place)
+// an operand whose dtype differs from the target's, or operands of several dtypes that autograd records.
 class TwinCheck {
  public:
   explicit TwinCheck(bool inplace) : inplace_(inplace) {}
   void see(const at::Tensor& t) {
     const at::ScalarType dtype = t.scalar_type();
     if (!is_kernel_dtype(dtype)) use_ = true;
+    if (t.requires_grad()) requires_grad_ = true;
     if (!has_target_) {
       target_ = dtype;
       has_target_ = true;
-    } else if (inplace_ && dtype != target_) {
-      use_ = true;
+    } else if (dtype != target_) {
+      mixed_ = true;
+      if (inplace_) use_ = true;
     }
   }
   void see(const c10::Scalar& s) {
@@ -39,10 +42,14 @@ class TwinCheck {
   }
   template <typename T>
   void see(const T&) {}
-  bool use() const { return use_; }
+  // Operands of several dtypes in a graph: torch's backward formulas round operand products in the operands' own
+  // dtypes (addcmul's tensor1·value in bfloat16), so its gradients are torch's only from torch's formulas.
+  bool use() const { return use_ || (mixed_ && requires_grad_ && c10::GradMode::is_enabled()); }
 
  private:
   bool inplace_;
+  bool mixed_ = false;
+  bool requires_grad_ = false;
   bool has_target_ = false;
   at::ScalarType target_ = at::kFloat;
   bool use_ = false;

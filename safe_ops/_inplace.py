@@ -62,6 +62,10 @@ def writable(op: str, target: Tensor, others: Sequence[Tensor], fits: bool) -> b
             f"something else holds it (a pending backward saved it, or a view of it is alive), so writing it could "
             f"corrupt that backward's gradients, and a copy would leave the state you are updating stale. Run the "
             f"pending backward (or free its graph) first, or write it with torch's own in-place op.")
+    if decision == Decision.COPY_INTERNAL_OVERLAP:  # torch's own error: a write would be ill-defined
+        raise RuntimeError(
+            f"safe_ops.{op}: unsupported operation: more than one element of the written-to tensor refers to a "
+            f"single memory location. Please clone() the tensor before performing the operation.")
     if decision == Decision.RAISE_INTERNAL_OVERLAP:
         raise _hazard(op, target, "its elements overlap in memory (expanded), so an elementwise write is "
                       "ill-defined.")
@@ -110,8 +114,9 @@ def fits(target: Tensor, shaped: Sequence[Tensor], dtype: torch.dtype) -> bool:
 def fits_same_dtype(target: Tensor, shaped: Sequence[Tensor], coefficients: Sequence[Tensor]) -> bool:
     """As fits, for ops that do not promote (lerp): an operand of another dtype is torch's error."""
     dtype = target.dtype
-    for o in (*shaped, *coefficients):
-        if o.dtype != dtype:
+    # torch takes a 0-dim weight of another dtype (lerp_(end, torch.tensor(0.3, dtype=torch.float64))), not end.
+    for i, o in enumerate((*shaped, *coefficients)):
+        if o.dtype != dtype and not (i > 0 and o.dim() == 0):
             raise RuntimeError(f"expected dtype {dtype} for every operand of the in-place op, but got dtype {o.dtype}")
     return _broadcasts_to_target(target, shaped)
 

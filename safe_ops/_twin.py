@@ -1,6 +1,7 @@
 """Which calls go to torch's own op (the C++ rule of csrc/twin.h, for the fake kernels and the in-place wrappers):
 the hand-written kernels compute float16/bfloat16/float32/float64 with real numbers; integer, bool and complex
-operands, complex or bool numbers, and in-place operands of another dtype than the target are torch's."""
+operands, complex or bool numbers, in-place operands of another dtype than the target, and operands of several
+dtypes that autograd records are torch's."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -13,17 +14,21 @@ KERNEL_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.f
 
 def uses_twin(args: Iterable, inplace: bool) -> bool:
     target = None
+    mixed = requires_grad = False
     for a in args:
         if isinstance(a, Tensor):
             if a.dtype not in KERNEL_DTYPES:
                 return True
+            requires_grad = requires_grad or a.requires_grad
             if target is None:
                 target = a.dtype
-            elif inplace and a.dtype != target:
-                return True
+            elif a.dtype != target:
+                if inplace:
+                    return True
+                mixed = True
         elif isinstance(a, (bool, complex)):
             return True
-    return False
+    return mixed and requires_grad and torch.is_grad_enabled()
 
 
 def aten_op(name: str, overload: str, inplace: bool):

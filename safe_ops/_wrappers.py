@@ -13,6 +13,7 @@ An in-place call writes into its target when the rules of ``_inplace.py`` say th
 from __future__ import annotations
 
 import linecache
+import numbers
 from typing import Callable, Dict, List
 
 import torch
@@ -111,6 +112,26 @@ def _number_tensor(number, other) -> Tensor:
     return torch.tensor(number)
 
 
+def _number_checks(name: str, ov: Overload, names: List[str]) -> List[str]:
+    """Off the fast path: torch's TypeError for a number argument that is not a number (the schema cast of
+    torch.ops would raise a RuntimeError)."""
+    return [f"_check_number({name!r}, {arg.name!r}, {p})" for arg, p in zip(ov.parsed(), names) if arg.type == "Scalar"]
+
+
+def _check_number(name: str, arg: str, value) -> None:
+    if not isinstance(value, _NUMBERS):
+        raise TypeError(f"{name}(): argument '{arg}' must be Number, not {type(value).__name__}")
+
+
+def _check_target(name: str, target) -> None:
+    if not isinstance(target, Tensor):
+        raise TypeError(f"descriptor '{name}' for 'torch._C.TensorBase' objects doesn't apply to a "
+                        f"'{type(target).__name__}' object")
+
+
+_NUMBERS = (numbers.Number, Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)
+
+
 def _functional_source(op: Op) -> str:
     names = list(op.params)
 
@@ -128,6 +149,7 @@ def _functional_source(op: Op) -> str:
             "    if result is not NotImplemented:",
             "        return result",
             *number_input,
+            *_number_checks(op.name, ov, names),
             f"return {_slow_call(_overload_path(op.name, ov), ov.parsed(), names)}",
         ]
 
@@ -185,6 +207,8 @@ def _inplace_source(op: Op) -> str:
             f"        return {target}",
             f"    return _like_target({fallback}, {target})",
             *checked,
+            f"_check_target({fn!r}, {target})",
+            *_number_checks(fn, ov, list(op.params)),
             f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
             f"    if {entry}_unchecked({call_args}) is NotImplemented:",
             f"        {slow}",
@@ -223,6 +247,8 @@ def _namespace() -> dict:
         "_like_target": _inplace.like_target,
         "_write_out": write_out,
         "_number_tensor": _number_tensor,
+        "_check_number": _check_number,
+        "_check_target": _check_target,
     }
 
 

@@ -191,7 +191,9 @@ def accumulate_ref(tensors, weights=None):
 
 
 def _is_exact_add(sample: Sample, dtype) -> bool:
-    return dtype in (torch.float32, torch.float64) and sample.kwargs.get("alpha", 1) == 1
+    # Bit for bit with torch.add/sub in every floating dtype (csrc/add.cpp: alpha != 1 where torch's bits
+    # depend on its loops is torch's kernel).
+    return True
 
 
 @dataclass
@@ -375,19 +377,19 @@ OP_TABLE = [
            _accumulate_names, _accumulate_saved,
            update=lambda t, o: ((t, [o, o], [0.5, -1.5]), {}), error_inputs=_accumulate_errors,
            bench=lambda a, b, c: (([a, b, c], [1.0, 2.0, 3.0]), {}), streams=4, backward_streams=4),
-    # torch's addcmul and lerp kernels contract a*b+c into FMAs: parity within rounding, not bit for bit.
-    OpInfo("addcmul", torch.addcmul, addcmul_samples, lambda s, d: False,
+    # Bit for bit with torch: the same fused multiply-adds as torch's kernels for this CPU (csrc/cpu/isa_loops.h).
+    OpInfo("addcmul", torch.addcmul, addcmul_samples, lambda s, d: True,
            lambda s: ["input", "tensor1", "tensor2"], _addcmul_saved,
            update=lambda t, o: ((t, o, o), {"value": 0.5}), error_inputs=_ternary_errors("addcmul", torch.addcmul),
            bench=lambda a, b, c: ((a, b, c), {"value": 0.5}), torch_twin=torch.addcmul, streams=4,
            backward_streams=5),
-    OpInfo("addcdiv", torch.addcdiv, addcdiv_samples, lambda s, d: False,
+    OpInfo("addcdiv", torch.addcdiv, addcdiv_samples, lambda s, d: True,
            lambda s: ["input", "tensor1", "tensor2"], _addcdiv_saved,
            update=lambda t, o: ((t, o, o.abs() + 0.5), {"value": 0.5}),
            error_inputs=_ternary_errors("addcdiv", torch.addcdiv),
            bench=lambda a, b, c: ((a, b, c.abs() + 0.5), {"value": 0.5}), torch_twin=torch.addcdiv, streams=4,
            backward_streams=5),
-    OpInfo("lerp", torch.lerp, lerp_samples, lambda s, d: False, _lerp_names, _lerp_saved,
+    OpInfo("lerp", torch.lerp, lerp_samples, lambda s, d: True, _lerp_names, _lerp_saved,
            update=lambda t, o: ((t, o, 0.25), {}), error_inputs=_lerp_errors,
            bench=lambda a, b, c: ((a, b, 0.1), {}), torch_twin=torch.lerp, backward_streams=3),
 ]
