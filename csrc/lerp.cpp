@@ -2,6 +2,8 @@
 #include "ops.h"
 #include "twin.h"
 
+#include <ATen/ops/lerp.h>
+
 #include <cmath>
 
 namespace safe_ops {
@@ -38,6 +40,10 @@ at::Tensor lerp_scalar(const at::Tensor& self, const at::Tensor& end, const at::
   return lerp_into(at::Tensor(), self, end, at::Tensor(), weight.toDouble(), "lerp");
 }
 at::Tensor lerp_tensor(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
+  // A 0-dim weight of another dtype joins torch's promotion (all 0-dim: bfloat16 and float16 give float32).
+  if (weight.scalar_type() != self.scalar_type() && end.scalar_type() == self.scalar_type()) {
+    return at::lerp(self, end, weight);
+  }
   return lerp_into(at::Tensor(), self, end, weight, 0.0, "lerp");
 }
 void lerp_scalar_(at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {

@@ -139,7 +139,7 @@ def _result_dtype(op: Op, elementwise, coefficients, numbers) -> torch.dtype:
 
 def _register_functional(op: Op, overload: Overload) -> None:
     def fake(*args, **kwargs):
-        if op.twin and uses_twin((*args, *kwargs.values()), inplace=False):
+        if op.twin and uses_twin((*args, *kwargs.values()), inplace=False, promotes=op.dtype == "promote"):
             return aten_op(op.name, overload.name, inplace=False)(*args, **kwargs)
         elementwise, coefficients, numbers = _operands(op, overload, args, kwargs)
         dtype = _result_dtype(op, elementwise, coefficients, numbers)

@@ -12,7 +12,7 @@ from torch import Tensor
 KERNEL_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
 
 
-def uses_twin(args: Iterable, inplace: bool) -> bool:
+def uses_twin(args: Iterable, inplace: bool, promotes: bool = True) -> bool:
     target = None
     mixed = requires_grad = False
     for a in args:
@@ -23,7 +23,7 @@ def uses_twin(args: Iterable, inplace: bool) -> bool:
             if target is None:
                 target = a.dtype
             elif a.dtype != target:
-                if inplace:
+                if inplace or not promotes:  # lerp with a 0-dim weight of another dtype: torch's promotion
                     return True
                 mixed = True
         elif isinstance(a, (bool, complex)):

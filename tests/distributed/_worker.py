@@ -4,7 +4,6 @@ argv: results path and the mode: "single_dim" (this torch's private registration
 the register_sharding path of an older torch). "__counts__" holds what each Partial/foreach check found.
 """
 import json
-import os
 import sys
 import traceback
 
