@@ -12,6 +12,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include "inplace_decision.h"
@@ -148,6 +149,17 @@ struct ReleaseGil {
   PyThreadState* state;
 };
 
+// A C++ reference to each tensor argument, taken while the GIL is held. A Python tensor's first C++ reference
+// increments its PyObject (torch keeps the object alive while C++ holds the tensor), which needs the GIL: taken
+// inside the op, with the GIL released, each operand copy would acquire it and the last release acquire it again,
+// ~0.5 us of an addcmul on a small tensor. Pinned here, the copies inside the op are plain count changes. Destroyed
+// after the GIL is back.
+using Pins = c10::SmallVector<at::Tensor, 4>;
+template <typename P>
+void pin(const Arg<P>& arg, Pins& pins) {
+  if constexpr (std::is_same_v<P, const at::Tensor&> || std::is_same_v<P, at::Tensor&>) pins.push_back(arg.get());
+}
+
 inline PyObject* not_implemented() {
   Py_INCREF(Py_NotImplemented);
   return Py_NotImplemented;
@@ -158,6 +170,8 @@ PyObject* call_parsed(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObje
                       std::index_sequence<I...>) {
   std::tuple<Arg<Params>...> parsed;
   if (!(std::get<I>(parsed).parse(args[I]) && ...)) return not_implemented();
+  Pins pins;
+  (pin(std::get<I>(parsed), pins), ...);
   if constexpr (std::is_void_v<Ret>) {
     {
       ReleaseGil no_gil;
@@ -218,6 +232,8 @@ PyObject* call_plain_inplace(const c10::TypedOperatorHandle<void(Params...)>& op
   const at::Tensor& target = std::get<0>(parsed).get();
   if (decide(target) != Decision::kIN_PLACE) return not_implemented();
   if (!(plain_operand(target, std::get<I>(parsed), roles[I]) && ...)) return not_implemented();
+  Pins pins;  // after decide(): it reads the reference counts
+  (pin(std::get<I>(parsed), pins), ...);
   {
     ReleaseGil no_gil;
     op.call(std::get<I>(parsed).get()...);
