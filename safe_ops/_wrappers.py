@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.compiler import is_compiling
 
 from . import _C, _foreach, _inplace
-from ._declarations import FOREACH_OPS, OPS, Arg, ForeachOp, Op, Overload, entry_name, inplace_params
+from ._declarations import FOREACH_OPS, OPS, Arg, ForeachOp, Op, Overload, all_schemas, entry_name, inplace_params
 from ._native import ops
 from ._out import write_out
 
@@ -160,7 +160,16 @@ def _functional_source(op: Op) -> str:
         "    if out is not None:  # torch's out= semantics (_out.py)",
         f"        return _write_out({op.name!r}, out, ({', '.join(names)},), lambda: {op.name}({call}))",
     ]
-    return "\n".join([f"def {op.name}({params}):"] + out + _branches(op, body)) + "\n"
+    early = []
+    if _SUBSTITUTE:  # the first overload's C entry before anything else; it declines what it does not take
+        first = op.overloads[0]
+        early = [
+            "    if out is None:",
+            f"        result = _C.{entry_name(op.name, first.name)}({', '.join(names)})",
+            "        if result is not NotImplemented:",
+            "            return result",
+        ]
+    return "\n".join([f"def {op.name}({params}):"] + early + out + _branches(op, body)) + "\n"
 
 
 def _inplace_source(op: Op) -> str:
@@ -216,7 +225,15 @@ def _inplace_source(op: Op) -> str:
             f"return _like_target({fallback}, {target})",
         ]
 
-    return "\n".join(lines + _branches(op, body)) + "\n"
+    early = []
+    plain = next((ov for ov in op.overloads if not ov.never_inplace), None)
+    if _SUBSTITUTE and plain is not None:  # the plain case first: one C call decides and writes
+        early = [
+            f"    result = _C.{entry_name(op.name + '_inplace', plain.name)}({', '.join(names)})",
+            "    if result is not NotImplemented:",
+            "        return result",
+        ]
+    return "\n".join(lines + early + _branches(op, body)) + "\n"
 
 
 def _keyword_call(op: Op, names) -> List[str]:
@@ -290,8 +307,27 @@ def _foreach_docstring(fop: ForeachOp) -> str:
     )
 
 
+# Under torch.compile each C fast entry reads as "declined" (dynamo cannot trace into C): the wrappers may then call
+# an entry first, with no is_compiling() check before it, and dynamo still takes the torch.ops path.
+_SUBSTITUTE = hasattr(torch.compiler, "substitute_in_graph")
+
+
+def _declines(*args):
+    return NotImplemented
+
+
+def _register_substitutes() -> None:
+    for schema in all_schemas():
+        if not schema.fast_entry:
+            continue
+        entry = getattr(_C, entry_name(schema.name, schema.overload))
+        torch.compiler.substitute_in_graph(entry, skip_signature_check=True)(_declines)
+
+
 def build(namespace_out: dict) -> None:
     """Generates every wrapper into `namespace_out` (the package's namespace)."""
+    if _SUBSTITUTE:
+        _register_substitutes()
     namespace = _namespace()
     for op in OPS:
         functional = _compile(op.name, _functional_source(op), namespace)
