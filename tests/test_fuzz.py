@@ -16,6 +16,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch_compare import call, exception_mismatch
 
 import safe_ops
 
@@ -242,32 +243,12 @@ def zero_sign_is_free(case: Case, args) -> bool:
     return weight == 1
 
 
-def _call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs), None
-    except Exception as e:  # noqa: BLE001  (the type is what is compared)
-        return None, e
-
-
-def _exc_mismatch(torch_exc, ours) -> Optional[str]:
-    if torch_exc is None and ours is None:
-        return None
-    if torch_exc is None:
-        return f"raised {type(ours).__name__}: {str(ours)[:200]} (torch did not)"
-    if ours is None:
-        return f"did not raise; torch raised {type(torch_exc).__name__}: {str(torch_exc)[:200]}"
-    if not isinstance(ours, type(torch_exc)):
-        return (f"raised {type(ours).__name__}: {str(ours)[:150]}; torch {type(torch_exc).__name__}: "
-                f"{str(torch_exc)[:150]}")
-    return None
-
-
 def check_functional(case: Case) -> Optional[str]:
     args, kwargs = build(case)
     before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
-    expected, torch_exc = _call(getattr(torch, case.op), *args, **kwargs)
-    actual, exc = _call(getattr(safe_ops, case.op), *args, **kwargs)
-    bad = _exc_mismatch(torch_exc, exc)
+    expected, torch_exc = call(getattr(torch, case.op), *args, **kwargs)
+    actual, exc = call(getattr(safe_ops, case.op), *args, **kwargs)
+    bad = exception_mismatch(torch_exc, exc)
     if bad is None and expected is not None:
         bad = mismatch(actual, expected, allowed_ulps(case), zero_sign_is_free(case, args))
     for i, (a, b) in enumerate(zip(args, before)):
@@ -280,9 +261,9 @@ def check_inplace(case: Case) -> Optional[str]:
     torch_args, kwargs = build(case)
     our_args, _ = build(case)
     with torch.no_grad():
-        expected, torch_exc = _call(getattr(torch.Tensor, case.op + "_"), *torch_args, **kwargs)
-        actual, exc = _call(getattr(safe_ops, case.op + "_"), *our_args, **kwargs)
-    bad = _exc_mismatch(torch_exc, exc)
+        expected, torch_exc = call(getattr(torch.Tensor, case.op + "_"), *torch_args, **kwargs)
+        actual, exc = call(getattr(safe_ops, case.op + "_"), *our_args, **kwargs)
+    bad = exception_mismatch(torch_exc, exc)
     if bad is not None or torch_exc is not None:
         return bad
     free = zero_sign_is_free(case, our_args)

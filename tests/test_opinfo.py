@@ -10,12 +10,13 @@ and reports all mismatches at once; ``test_sample_count`` fails if far fewer sam
 from __future__ import annotations
 
 import collections
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
 from torch.testing._internal.common_methods_invocations import op_db
 from torch.testing._internal.opinfo.core import ErrorInput, SampleInput
+from torch_compare import call, exception_mismatch
 
 import safe_ops
 
@@ -152,28 +153,6 @@ def _same_layout_clone(t):
         return t.detach().clone()
 
 
-def _call(fn: Callable, *args, **kwargs):
-    """(result, None) or (None, exception)."""
-    try:
-        return fn(*args, **kwargs), None
-    except Exception as e:  # noqa: BLE001  (the type is what is compared)
-        return None, e
-
-
-def _exc_mismatch(torch_exc: Optional[BaseException], ours: Optional[BaseException]) -> Optional[str]:
-    """None when both succeeded or both raised (ours an instance of torch's type)."""
-    if torch_exc is None and ours is None:
-        return None
-    if torch_exc is None:
-        return f"raised {type(ours).__name__}: {str(ours).splitlines()[0][:160] if str(ours) else ''} (torch returned)"
-    if ours is None:
-        return f"returned, torch raised {type(torch_exc).__name__}: {str(torch_exc).splitlines()[0][:120]}"
-    if not isinstance(ours, type(torch_exc)):
-        return (f"raised {type(ours).__name__} ({str(ours).splitlines()[0][:100] if str(ours) else ''}), torch "
-                f"{type(torch_exc).__name__} ({str(torch_exc).splitlines()[0][:80]})")
-    return None
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Checks of one sample: a list of problems (empty when it matches torch).
 
@@ -181,10 +160,10 @@ def _exc_mismatch(torch_exc: Optional[BaseException], ours: Optional[BaseExcepti
 def check_functional(op, dtype, sample: SampleInput) -> List[str]:
     ours_fn = getattr(safe_ops, op.name)
     before = _snapshot(sample)
-    expected, torch_exc = _call(op.op, sample.input, *sample.args, **sample.kwargs)
-    actual, exc = _call(ours_fn, sample.input, *sample.args, **sample.kwargs)
+    expected, torch_exc = call(op.op, sample.input, *sample.args, **sample.kwargs)
+    actual, exc = call(ours_fn, sample.input, *sample.args, **sample.kwargs)
     problems = []
-    bad = _exc_mismatch(torch_exc, exc)
+    bad = exception_mismatch(torch_exc, exc)
     if bad:
         problems.append(bad)
     elif expected is not None:
@@ -203,9 +182,9 @@ def check_inplace(op, dtype, sample: SampleInput) -> List[str]:
     torch_target = _same_layout_clone(sample.input)
     our_target = _same_layout_clone(sample.input)
     with torch.no_grad():
-        expected, torch_exc = _call(getattr(torch.Tensor, name + "_"), torch_target, *sample.args, **sample.kwargs)
-        actual, exc = _call(getattr(safe_ops, name + "_"), our_target, *sample.args, **sample.kwargs)
-    bad = _exc_mismatch(torch_exc, exc)
+        expected, torch_exc = call(getattr(torch.Tensor, name + "_"), torch_target, *sample.args, **sample.kwargs)
+        actual, exc = call(getattr(safe_ops, name + "_"), our_target, *sample.args, **sample.kwargs)
+    bad = exception_mismatch(torch_exc, exc)
     if bad:
         return [bad]
     if torch_exc is not None:
@@ -240,9 +219,9 @@ def _grads(fn, sample: SampleInput, seed: int):
 
 
 def check_grad(op, dtype, sample: SampleInput, seed: int) -> List[str]:
-    expected, torch_exc = _call(_grads, op.op, sample, seed)
-    actual, exc = _call(_grads, getattr(safe_ops, op.name), sample, seed)
-    bad = _exc_mismatch(torch_exc, exc)
+    expected, torch_exc = call(_grads, op.op, sample, seed)
+    actual, exc = call(_grads, getattr(safe_ops, op.name), sample, seed)
+    bad = exception_mismatch(torch_exc, exc)
     if bad:
         return [bad]
     if torch_exc is not None:
@@ -265,9 +244,9 @@ def check_grad(op, dtype, sample: SampleInput, seed: int) -> List[str]:
 def check_error(op, ei: ErrorInput) -> List[str]:
     sample = ei.sample_input
     before = _snapshot(sample)
-    _, torch_exc = _call(op.op, sample.input, *sample.args, **sample.kwargs)
+    _, torch_exc = call(op.op, sample.input, *sample.args, **sample.kwargs)
     assert isinstance(torch_exc, ei.error_type), f"torch itself: {torch_exc!r} is not a {ei.error_type}"
-    _, exc = _call(getattr(safe_ops, op.name), sample.input, *sample.args, **sample.kwargs)
+    _, exc = call(getattr(safe_ops, op.name), sample.input, *sample.args, **sample.kwargs)
     problems = []
     if not isinstance(exc, ei.error_type):
         problems.append(f"raised {exc!r}, torch a {ei.error_type.__name__}" if exc else "returned, torch raised "
@@ -286,7 +265,7 @@ def _extra_error_inputs(name: str) -> List[ErrorInput]:
 
     def err(input, *args, **kwargs):
         sample = SampleInput(input, args=args, kwargs=kwargs)
-        _, e = _call(getattr(torch, name), input, *args, **kwargs)
+        _, e = call(getattr(torch, name), input, *args, **kwargs)
         assert e is not None, f"torch.{name}{describe(sample)} does not raise"
         return ErrorInput(sample, error_type=type(e), error_regex="")
 

@@ -172,6 +172,15 @@ def _checks(rank, ws):
     def comm(mode):
         return {str(k).rsplit(".", 1)[-1].split("'")[0]: v for k, v in mode.get_comm_counts().items() if v}
 
+    def counted(fn):
+        """(the CommDebugMode it ran under, its result, the RuntimeError it raised or None)."""
+        mode = CommDebugMode()
+        try:
+            with mode:
+                return mode, fn(), None
+        except RuntimeError as exc:
+            return mode, None, exc
+
     def partial_inplace(ours, ref, pa, pb):
         # torch's in-place op on the same DTensors decides: its values, placement and collectives; where torch
         # raises (no strategy keeps the target's placement), safe_ops raises too, or, for an op linear in its
@@ -179,17 +188,9 @@ def _checks(rank, ws):
         a, b = rnd(4, 6), rnd(4, 6)
         da, db, ta, tb = dt(a.clone(), pa), dt(b.clone(), pb), dt(a.clone(), pa), dt(b.clone(), pb)
         expect_full = ref(a.clone(), b.clone())
-        try:
-            with CommDebugMode() as c_ref:
-                ref(ta, tb)
-        except RuntimeError as exc:
-            torch_error = exc
-        else:
-            torch_error = None
-        try:
-            with CommDebugMode() as c_ours:
-                out = ours(da, db)
-        except RuntimeError as exc:
+        c_ref, _, torch_error = counted(lambda: ref(ta, tb))
+        c_ours, out, exc = counted(lambda: ours(da, db))
+        if exc is not None:
             if torch_error is None:
                 raise AssertionError(f"torch writes it ({ta.placements}), safe_ops raised") from exc
             assert "placement" in str(exc), exc
@@ -247,22 +248,15 @@ def _checks(rank, ws):
             return ([dt(f.clone(), placements[p]) for f, p in zip(fulls, pm)],
                     [[dt(f.clone(), placements[p]) for f, p in zip(fs, po)] for fs in opfulls])
         (mine, mine_ops), (theirs, their_ops) = make(), make()
-        try:
-            with CommDebugMode() as c_ref:
-                ref(theirs, their_ops)
-        except RuntimeError as exc:
-            torch_error = exc
-        else:
-            torch_error = None
-        try:
-            with CommDebugMode() as c_ours:
-                if fused is None:
-                    out = ours(mine, mine_ops)
-                else:
-                    fused(mine, [o for member in zip(*mine_ops) for o in member], [foreach[fused_name][3]] * len(
-                        mine), None)
-                    out = mine
-        except RuntimeError as exc:
+        def run_ours():
+            if fused is None:
+                return ours(mine, mine_ops)
+            fused(mine, [o for member in zip(*mine_ops) for o in member], [foreach[fused_name][3]] * len(mine), None)
+            return mine
+
+        c_ref, _, torch_error = counted(lambda: ref(theirs, their_ops))
+        c_ours, out, exc = counted(run_ours)
+        if exc is not None:
             if torch_error is None:
                 raise AssertionError("torch writes them, safe_ops raised") from exc
             assert "placement" in str(exc), exc
