@@ -16,14 +16,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch_compare import call, exception_mismatch
+from torch_compare import call, exception_mismatch, mismatch
 
 import safe_ops
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("FUZZ_DERANDOMIZE", "1") != "0"
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-HALF = (torch.float16, torch.bfloat16)
 # Sizes that end a dimension on, just before and just after a vector width (8/16/32/64 lanes) and its tail.
 TAIL_SIZES = (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70)
 SCALARS = (0, 1, -1, 2, -3, 0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -3.125, 3.14, 1e-3, -1e4, True)
@@ -186,44 +185,6 @@ def cases(draw, op: str, inplace: bool) -> Case:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checks
-
-
-def _ordered_bits(t: torch.Tensor) -> torch.Tensor:
-    bits = t.contiguous().view(torch.int16).to(torch.int32) & 0xFFFF
-    mag = bits & 0x7FFF
-    return torch.where(bits >= 0x8000, -mag, mag)
-
-
-def mismatch(actual, expected: torch.Tensor, ulps: int = 0, zero_sign_free: bool = False) -> Optional[str]:
-    """Bitwise (NaNs at the same places; their payloads aside) dtype, shape and values, or `ulps` units in the
-    last place for float16/bfloat16."""
-    if not isinstance(actual, torch.Tensor):
-        return f"returned {type(actual).__name__}"
-    if actual.dtype != expected.dtype:
-        return f"dtype {actual.dtype}, torch {expected.dtype}"
-    if actual.shape != expected.shape:
-        return f"shape {tuple(actual.shape)}, torch {tuple(expected.shape)}"
-    a, e = actual.detach(), expected.detach()
-    nan_a, nan_e = torch.isnan(a), torch.isnan(e)
-    if not torch.equal(nan_a, nan_e):
-        return f"NaN at {int((nan_a != nan_e).sum())} other places"
-    zeros_differ = (a == 0) & (e == 0) & (torch.signbit(a) != torch.signbit(e)) & (not zero_sign_free)
-    if a.dtype in HALF:
-        dist = (_ordered_bits(a) - _ordered_bits(e)).abs().masked_fill(nan_a, 0)
-        limit = ulps
-    else:
-        dist = ((a != e) & ~nan_a).int()
-        limit = 0
-    over = (dist > limit) | zeros_differ
-    if not bool(over.any()):
-        return None
-    i = int(torch.where(over, dist + 1, 0).reshape(-1).argmax())
-    at = f"at flat {i}: ours {float(a.reshape(-1)[i])!r}, torch {float(e.reshape(-1)[i])!r}"
-    if not bool((dist > limit).any()):
-        return f"signed zeros differ at {int(zeros_differ.sum())}/{a.numel()} elements; {at}"
-    d = torch.where(a == e, 0, (a.double() - e.double()).abs()).masked_fill(nan_a, 0)  # inf == inf: no diff
-    worst = f", worst {int(dist.max())} ulp" if a.dtype in HALF else ""
-    return f"{int(over.sum())}/{a.numel()} elements differ{worst}, max |diff| {float(d.max()):.6g}; {at}"
 
 
 def allowed_ulps(case: Case) -> int:
