@@ -8,6 +8,8 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <iterator>
+#include <string>
+#include <vector>
 
 #include "inplace_decision.h"
 #include "python_entry.h"
@@ -65,6 +67,102 @@ PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
   }
 }
 
+// A public functional op as a builtin (safe_ops.add): the common call goes from Python straight to the op's C fast
+// entries, with no Python frame in between (~0.15 us of a 1.4 us call on a small tensor); anything else (out=, a
+// keyword it does not know, a declined entry) calls the Python wrapper with the same arguments. Under
+// torch.compile dynamo traces the Python wrapper instead (torch.compiler.substitute_in_graph, _wrappers.py).
+struct Front {
+  std::string name, doc;
+  PyMethodDef def{};
+  std::vector<PyObject*> params;    // parameter names, in order (owned)
+  std::vector<PyObject*> defaults;  // per parameter, nullptr if required (owned)
+  Py_ssize_t npositional = 0;       // parameters before the keyword-only ones
+  std::vector<PyObject*> entries;   // the overloads' fast entries, tried in order (owned)
+  PyObject* fallback = nullptr;     // the Python wrapper (owned)
+  PyObject* out_name = nullptr;     // "out" (owned)
+};
+
+bool same_name(PyObject* a, PyObject* b) { return a == b || PyUnicode_Compare(a, b) == 0; }
+
+PyObject* front_call(PyObject* capsule, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  auto* f = static_cast<Front*>(PyCapsule_GetPointer(capsule, "safe_ops.front"));
+  if (f == nullptr) return nullptr;
+  constexpr size_t kMax = 8;
+  const size_t n = f->params.size();
+  PyObject* full[kMax] = {};
+  bool plain = n <= kMax && nargs <= f->npositional;
+  for (Py_ssize_t i = 0; plain && i < nargs; ++i) full[i] = args[i];
+  const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  for (Py_ssize_t k = 0; plain && k < nkw; ++k) {
+    PyObject* key = PyTuple_GET_ITEM(kwnames, k);
+    PyObject* value = args[nargs + k];
+    if (same_name(key, f->out_name)) {
+      plain = value == Py_None;
+      continue;
+    }
+    size_t j = 0;
+    while (j < n && !same_name(key, f->params[j])) ++j;
+    plain = j < n && full[j] == nullptr;
+    if (plain) full[j] = value;
+  }
+  for (size_t j = 0; plain && j < n; ++j) {
+    if (full[j] == nullptr) full[j] = f->defaults[j];
+    plain = full[j] != nullptr;
+  }
+  if (plain) {
+    for (PyObject* entry : f->entries) {
+      PyObject* result = PyObject_Vectorcall(entry, full, n, nullptr);
+      if (result != Py_NotImplemented) return result;  // the op's result, or nullptr with its error set
+      Py_DECREF(result);
+    }
+  }
+  return PyObject_Vectorcall(f->fallback, args, nargs, kwnames);
+}
+
+// _make_front(name, doc, params, npositional, defaults, entries, fallback): defaults a tuple with one entry per
+// parameter (a default, or a unique marker for required ones: the `required` argument's identity).
+PyObject* make_front(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 8) {
+    PyErr_SetString(PyExc_TypeError, "_make_front takes 8 arguments");
+    return nullptr;
+  }
+  auto* f = new Front();  // lives as long as the process: the builtin points at its PyMethodDef
+  f->name = PyUnicode_AsUTF8(args[0]);
+  f->doc = PyUnicode_AsUTF8(args[1]);
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[2]); ++i) {
+    PyObject* p = PyTuple_GET_ITEM(args[2], i);
+    Py_INCREF(p);
+    f->params.push_back(p);
+    PyObject* d = PyTuple_GET_ITEM(args[4], i);
+    if (d == args[7]) {
+      f->defaults.push_back(nullptr);
+    } else {
+      Py_INCREF(d);
+      f->defaults.push_back(d);
+    }
+  }
+  f->npositional = PyLong_AsSsize_t(args[3]);
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[5]); ++i) {
+    PyObject* e = PyTuple_GET_ITEM(args[5], i);
+    Py_INCREF(e);
+    f->entries.push_back(e);
+  }
+  Py_INCREF(args[6]);
+  f->fallback = args[6];
+  f->out_name = PyUnicode_InternFromString("out");
+  f->def.ml_name = f->name.c_str();
+  f->def.ml_meth = reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(front_call));
+  f->def.ml_flags = METH_FASTCALL | METH_KEYWORDS;
+  f->def.ml_doc = f->doc.c_str();
+  PyObject* capsule = PyCapsule_New(f, "safe_ops.front", nullptr);
+  if (capsule == nullptr) return nullptr;
+  PyObject* module_name = PyUnicode_FromString("safe_ops");
+  PyObject* fn = PyCFunction_NewEx(&f->def, capsule, module_name);
+  Py_DECREF(capsule);
+  Py_XDECREF(module_name);
+  return fn;
+}
+
 // ("IN_PLACE", ...), indexed by Decision.
 PyObject* decision_names() {
 #define SAFE_OPS_NAME(name) #name,
@@ -84,6 +182,8 @@ PyObject* decision_names() {
 
 PyMethodDef methods[] = {
     {"_inplace_decision", inplace_decision, METH_O, "In-place safety decision for a tensor (Decision's value)."},
+    {"_make_front", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(make_front)), METH_FASTCALL,
+     "A functional op as a builtin calling its fast entries, else its Python wrapper."},
     {"_foreach_plain", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(foreach_plain)), METH_FASTCALL,
      "Whether every member of a foreach call (tensors, lists, grad_enabled) is a plain in-place write."},
     {nullptr, nullptr, 0, nullptr}};

@@ -12,6 +12,7 @@ An in-place call writes into its target when the rules of ``_inplace.py`` say th
 """
 from __future__ import annotations
 
+import ast
 import linecache
 import numbers
 from typing import Callable, Dict, List
@@ -324,6 +325,35 @@ def _register_substitutes() -> None:
         torch.compiler.substitute_in_graph(entry, skip_signature_check=True)(_declines)
 
 
+_REQUIRED = object()
+
+
+def _front(op: Op, functional: Callable) -> Callable:
+    """``safe_ops.<op>`` as a builtin (csrc/python_module.cpp): Python calls the op's fast entries with no Python
+    frame in between, and `functional` for anything they decline; dynamo traces `functional`."""
+    names, defaults, npositional = [], [], None
+    for part in _python_params(op, op.params).split(", "):
+        if part == "*":
+            npositional = len(names)
+            continue
+        name, _, default = part.partition("=")
+        names.append(name)
+        defaults.append(ast.literal_eval(default) if default else _REQUIRED)
+    signature = _python_params(op, op.params)
+    signature += ", out=None" if npositional is not None else ", *, out=None"
+    doc = f"{op.name}({signature})\n--\n\n{functional.__doc__}"
+    entries = tuple(getattr(_C, entry_name(op.name, ov.name)) for ov in op.overloads)
+    front = _C._make_front(op.name, doc, tuple(names), len(names) if npositional is None else npositional,
+                           tuple(defaults), entries, functional, _REQUIRED)
+    torch.compiler.substitute_in_graph(front, skip_signature_check=True)(functional)
+    front_wrapped[op.name] = functional
+    return front
+
+
+# The Python wrapper behind each builtin ``safe_ops.<op>`` (what dynamo traces, what wrapper_source shows).
+front_wrapped: Dict[str, Callable] = {}
+
+
 def build(namespace_out: dict) -> None:
     """Generates every wrapper into `namespace_out` (the package's namespace)."""
     if _SUBSTITUTE:
@@ -333,7 +363,7 @@ def build(namespace_out: dict) -> None:
         functional = _compile(op.name, _functional_source(op), namespace)
         functional.__doc__ = _docstring(op, inplace=False)
         functional.__module__ = "safe_ops"
-        namespace_out[op.name] = functional
+        namespace_out[op.name] = _front(op, functional) if _SUBSTITUTE else functional
     for op in OPS:
         inplace = _compile(f"{op.name}_", _inplace_source(op), namespace)
         inplace.__doc__ = _docstring(op, inplace=True)
