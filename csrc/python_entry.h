@@ -12,6 +12,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/autograd/variable.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
@@ -165,6 +167,27 @@ inline PyObject* not_implemented() {
   return Py_NotImplemented;
 }
 
+// A tensor autograd has nothing to do with: no autograd metadata (so no requires_grad, no tangent, not a view
+// autograd tracks). When every tensor argument of a functional call is one, the Autograd kernel would record
+// nothing: the call goes below it directly, one dispatch instead of two (~0.1 us of a small add).
+inline bool autograd_free(const at::Tensor& t) { return torch::autograd::impl::get_autograd_meta(t) == nullptr; }
+
+template <typename P>
+bool autograd_free_arg(const Arg<P>& arg) {
+  if constexpr (std::is_same_v<P, const at::Tensor&>) {
+    return autograd_free(arg.get());
+  } else if constexpr (std::is_same_v<P, at::TensorList>) {
+    for (const auto& t : arg.get()) {
+      if (!autograd_free(t)) return false;
+    }
+    return true;
+  } else if constexpr (std::is_same_v<P, const std::optional<at::Tensor>&>) {
+    return !arg.get().has_value() || autograd_free(*arg.get());
+  } else {
+    return true;
+  }
+}
+
 template <typename Ret, typename... Params, size_t... I>
 PyObject* call_parsed(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObject* const* args,
                       std::index_sequence<I...>) {
@@ -180,9 +203,15 @@ PyObject* call_parsed(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObje
     Py_RETURN_NONE;
   } else {
     at::Tensor result;
+    const bool below_autograd = (autograd_free_arg(std::get<I>(parsed)) && ...);
     {
       ReleaseGil no_gil;
-      result = op.call(std::get<I>(parsed).get()...);
+      if (below_autograd) {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        result = op.call(std::get<I>(parsed).get()...);
+      } else {
+        result = op.call(std::get<I>(parsed).get()...);
+      }
     }
     return THPVariable_Wrap(std::move(result));
   }
