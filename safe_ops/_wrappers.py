@@ -1,11 +1,11 @@
 """The Python wrappers ``safe_ops.<op>`` and ``safe_ops.<op>_``, generated at import from the declarations
 (``_declarations.py``), as straight-line code: the hot path is what one would write by hand.
 
-A functional call goes to the C fast entry point of the overload its arguments select
-(``csrc/python_entry.h``), which calls the op through the dispatcher; the autograd formula runs in C++, so a
-call costs about what a torch op costs. Under torch.compile, or when the fast entry declines (tensor
-subclasses, torch-function modes, unusual scalars), the same op is called through ``torch.ops.safe_ops``,
-which dynamo traces and which handles everything.
+``safe_ops.<op>`` is a builtin (``_front``) that passes a plain call to the C fast entry points of the op's
+overloads (``csrc/python_entry.h``), which call the op through the dispatcher, and anything else to the generated
+Python function; the autograd formula runs in C++, so a call costs about what a torch op costs. Under
+torch.compile, or when the fast entry declines (tensor subclasses, torch-function modes, unusual scalars), the
+same op is called through ``torch.ops.safe_ops``, which dynamo traces and which handles everything.
 
 An in-place call writes into its target when the rules of ``_inplace.py`` say that is safe (README: "When does
 `add_` write in place?") and otherwise returns the functional result. ``wrapper_source(name)`` shows the code.
