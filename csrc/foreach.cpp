@@ -8,8 +8,8 @@
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
-#include <string_view>
 #include <cstdint>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -113,8 +113,6 @@ bool members_interact(at::TensorList self, at::TensorList operands, int nlists) 
   return false;
 }
 
-// Groups members by (member dtype, operand dtype) and runs the fused kernel once per group. `first` is the index of
-// self[0] in the caller's list (for the per-member numbers on the device).
 // safe_ops.add_ leaves float16/bfloat16 with alpha != 1 to torch's kernel (its bits depend on torch's loops and on
 // the member's layout: csrc/add.cpp), so foreach_add_ does for such members, to stay equal to the per-tensor op.
 bool torch_half_add(bool is_add, const at::Tensor& t, const at::Tensor& operand, double alpha) {
@@ -122,6 +120,8 @@ bool torch_half_add(bool is_add, const at::Tensor& t, const at::Tensor& operand,
   return is_add && alpha != 1.0 && (dtype == at::kHalf || dtype == at::kBFloat16) && operand.scalar_type() == dtype;
 }
 
+// Groups members by (member dtype, operand dtype) and runs the fused kernel once per group. `first` is the index of
+// self[0] in the caller's list (for the per-member numbers on the device).
 void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
                at::ArrayRef<double> scalars, const at::Tensor& device_values, size_t first, bool is_add) {
   const c10::Device device = self[0].device();
