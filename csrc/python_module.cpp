@@ -33,7 +33,25 @@ PyObject* inplace_decision(PyObject* /*module*/, PyObject* arg) {
 // Python: args (tensors, lists, grad_enabled), `lists` a tuple of sequences of the members' operands. Plain: the
 // member may be written in place (decide() says IN_PLACE), every operand is a plain tensor of the member's
 // dtype and shape and not the member itself, and in grad mode nothing requires grad. False for anything else
-// (numbers, subclasses, length mismatches): the Python path then checks and decides per member.
+// (numbers, subclasses, length mismatches, forward-mode tangents): the Python path then checks and decides per
+// member.
+// Forward-mode AD's level 0 (torch.autograd.forward_ad; torch.func nests by wrapping, which decide() reports).
+bool has_tangent(const at::Tensor& t) { return t._fw_grad(0).defined(); }
+
+// Whether any of the tensors among the arguments carries a forward-mode tangent (the fused foreach kernel computes
+// none: such members take the per-tensor op).
+PyObject* any_tangent(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  try {
+    for (Py_ssize_t i = 0; i < nargs; ++i) {
+      if (THPVariable_Check(args[i]) && has_tangent(THPVariable_Unpack(args[i]))) Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
 PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 3 || !PyList_Check(args[0]) || !PyTuple_Check(args[1])) Py_RETURN_FALSE;
   try {
@@ -50,12 +68,15 @@ PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
       PyObject* member = PyList_GET_ITEM(tensors, i);
       if (!safe_ops::python::is_plain_tensor(member)) Py_RETURN_FALSE;
       const at::Tensor& t = THPVariable_Unpack(member);
-      if (safe_ops::decide(t) != safe_ops::Decision::kIN_PLACE || (grad && t.requires_grad())) Py_RETURN_FALSE;
+      if (safe_ops::decide(t) != safe_ops::Decision::kIN_PLACE || (grad && t.requires_grad()) || has_tangent(t)) {
+        Py_RETURN_FALSE;
+      }
       for (Py_ssize_t l = 0; l < nlists; ++l) {
         PyObject* operand = PySequence_Fast_ITEMS(PyTuple_GET_ITEM(lists, l))[i];
         if (operand == member || !safe_ops::python::is_plain_tensor(operand)) Py_RETURN_FALSE;
         const at::Tensor& o = THPVariable_Unpack(operand);
-        if (o.scalar_type() != t.scalar_type() || !o.sizes().equals(t.sizes()) || (grad && o.requires_grad())) {
+        if (o.scalar_type() != t.scalar_type() || !o.sizes().equals(t.sizes()) || (grad && o.requires_grad()) ||
+            has_tangent(o)) {
           Py_RETURN_FALSE;
         }
       }
@@ -186,6 +207,8 @@ PyMethodDef methods[] = {
      "A functional op as a builtin calling its fast entries, else its Python wrapper."},
     {"_foreach_plain", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(foreach_plain)), METH_FASTCALL,
      "Whether every member of a foreach call (tensors, lists, grad_enabled) is a plain in-place write."},
+    {"_any_tangent", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(any_tangent)), METH_FASTCALL,
+     "Whether any tensor argument carries a forward-mode tangent."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "safe_ops._C", "safe_ops native ops", -1, methods};

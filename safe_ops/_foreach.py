@@ -97,7 +97,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
     same_dtype = next(op for op in OPS if op.name == fop.base).dtype == "first"
     writable, fits, compiled_writable = _inplace.writable, _inplace.fits, _inplace.compiled_writable
     can_write = _inplace.can_write_inplace
-    all_plain = _C._foreach_plain
+    all_plain, any_tangent = _C._foreach_plain, _C._any_tangent
 
     def plain(t: Tensor, others: tuple) -> bool:
         # The plain case: the decision says in place and every operand has the member's dtype and shape and is
@@ -147,7 +147,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
         tensors_only = not fop.number_members or all(isinstance(o, Tensor) for m in members for o in m)
         if not is_compiling() and tensors_only and all(map(plain, tensors, members)) and not (
             grad and any(t.requires_grad or any(o.requires_grad for o in m) for t, m in zip(tensors, members))
-        ):
+        ) and not any(any_tangent(t, *m) for t, m in zip(tensors, members)):
             fused(tensors, lists[0] if nlists == 1 else [o for m in members for o in m], values, device_values)
             return tensors
 
@@ -169,6 +169,8 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
                 operands += m
                 fused_at.append(i)
                 continue
+            # Forward-mode tangents, in any grad mode: the per-tensor op computes them, the fused kernel does not.
+            needs_graph = needs_graph or any_tangent(t, *tensor_others)
             if needs_graph or len(tensor_others) < nlists:
                 if needs_graph and same_dtype and any(o.dtype != t.dtype for o in tensor_others):
                     raise RuntimeError(f"safe_ops.{name}: member {i} needs autograd, and {fop.base} with a gradient "

@@ -245,6 +245,90 @@ def test_grad_mode_hazard_a_saved_member_is_never_corrupted():
     torch.testing.assert_close(y.grad, 2 * (1 - ty * ty))
 
 
+def _foreach_args(name, n=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    fop = next(f for f in FOREACH_OPS if f.name + "_" == name)
+    ts = [torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(n)]
+    xs = [[torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(n)] for _ in fop.lists]
+    if name == "foreach_addcdiv_":
+        xs[1] = [x.abs() + 0.5 for x in xs[1]]
+    return fop, ts, xs
+
+
+@pytest.mark.parametrize("library", ["torch", "safe_ops"])
+@pytest.mark.parametrize("name", NAMES)
+def test_no_grad_write_through_an_alias_of_saved_memory_raises_at_backward_like_torch(name, library):
+    """A node saved `p`; the update writes `p.detach()` (an alias sharing p's version counter, invisible to the
+    counts the in-place rules read). torch's foreach op bumps the version, so backward raises instead of reading
+    the new values; the fused kernel must too (it once bumped nothing: a silently wrong gradient)."""
+    fop, ts, xs = _foreach_args(name)
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    loss = (w * ts[1]).sum()  # MulBackward saved ts[1]
+    aliases = [t.detach() for t in ts]
+    versions = [t._version for t in ts]
+    with torch.no_grad():
+        if library == "torch":
+            TORCH_FOREACH[name](aliases, xs, 0.5)
+        else:
+            getattr(safe_ops, name)(aliases, *xs, **{fop.number_keyword or fop.number: 0.5})
+    assert all(t._version > v for t, v in zip(ts, versions))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("grad_mode", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_mode_tangents_of_members_are_updated_like_torch_foreach(name, grad_mode):
+    """Dual members and operands (torch.autograd.forward_ad; no_grad leaves forward AD on): every member's tangent
+    is torch's foreach op's, also for the plain members of the same call (the fused kernel computes no tangent,
+    so dual members take the per-tensor op)."""
+    import torch.autograd.forward_ad as fwAD
+
+    fop, ts, xs = _foreach_args(name, n=4)
+    _, tangents, xtangents = _foreach_args(name, n=4, seed=1)
+    results = {}
+    for library in ("torch", "safe_ops"):
+        with fwAD.dual_level(), torch.set_grad_enabled(grad_mode):
+            members = [fwAD.make_dual(t.clone(), d) if i % 2 == 0 else t.clone()
+                       for i, (t, d) in enumerate(zip(ts, tangents))]
+            ops = [[fwAD.make_dual(x, d) if i < 2 else x.clone() for i, (x, d) in enumerate(zip(xl, dl))]
+                   for xl, dl in zip(xs, xtangents)]
+            if library == "torch":
+                TORCH_FOREACH[name](members, ops, 0.5)
+                out = members
+            else:
+                out = getattr(safe_ops, name)(members, *ops, **{fop.number_keyword or fop.number: 0.5})
+            results[library] = [(fwAD.unpack_dual(t).primal.clone(), fwAD.unpack_dual(t).tangent) for t in out]
+    for i, ((p, d), (tp, td)) in enumerate(zip(results["safe_ops"], results["torch"])):
+        torch.testing.assert_close(p, tp, msg=f"member {i} value")
+        assert (d is None) == (td is None), f"member {i}: tangent {d} vs torch {td}"
+        if td is not None:
+            torch.testing.assert_close(d, td, msg=f"member {i} tangent")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_op_refuses_what_it_cannot_record_and_bumps_versions(name):
+    """torch.ops.safe_ops.foreach_<op>_inplace called directly: a member needing a graph or a tangent is an error
+    before anything is written, a plain write bumps every member's version."""
+    import torch.autograd.forward_ad as fwAD
+
+    fop, ts, xs = _foreach_args(name)
+    fused = getattr(torch.ops.safe_ops, f"{fop.name}_inplace")
+    operands = [o for m in zip(*xs) for o in m]
+    snapshot = [t.clone() for t in ts]
+    ts[2].requires_grad_()
+    with pytest.raises(RuntimeError, match="records no autograd graph"):
+        fused(ts, operands, [0.5] * 3, None)
+    ts[2].requires_grad_(False)
+    with fwAD.dual_level():
+        dual = [fwAD.make_dual(ts[0], torch.ones(4, dtype=torch.float64))] + ts[1:]
+        with pytest.raises(RuntimeError, match="forward-mode tangent"):
+            fused(dual, operands, [0.5] * 3, None)
+    assert all(torch.equal(t, s) and t._version == 0 for t, s in zip(ts, snapshot))
+    fused(ts, operands, [0.5] * 3, None)
+    assert all(t._version == 1 for t in ts)
+
+
 def test_no_grad_update_of_a_saved_parameter_raises_and_writes_no_member():
     params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]
     loss = (params[2].sigmoid() * params[2]).sum()  # a pending backward saved params[2]
