@@ -6,6 +6,7 @@
 #include <ATen/ops/zeros.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/native/TypeProperties.h>
+#include <c10/util/SmallVector.h>
 
 #include <algorithm>
 #include <vector>
@@ -24,9 +25,11 @@ void check_weights_tensor(const at::Tensor& weights, int64_t k, const char* name
                    ": weights must be a floating tensor, got ", weights.scalar_type());
 }
 
-// Torch's promotion for Σ weights[i]·tensors[i]: the tensors as they are, each weights[i] as a 0-dim tensor.
-at::ScalarType accumulate_dtype(at::TensorList tensors, const at::Tensor& weights) {
+// Torch's promotion for Σ weights[i]·tensors[i]: the tensors as they are, each weights[i] as a 0-dim tensor; in
+// place, the target `out` joins as torch's in-place ops see it.
+at::ScalarType accumulate_dtype(const at::Tensor& out, at::TensorList tensors, const at::Tensor& weights) {
   at::native::ResultTypeState state{};
+  if (out.defined()) state = at::native::update_result_type_state(out, state);
   for (const auto& t : tensors) state = at::native::update_result_type_state(t, state);
   if (weights.defined()) {
     state.zeroResult = state.zeroResult == at::ScalarType::Undefined
@@ -50,15 +53,11 @@ at::Tensor accumulate_into(const at::Tensor& out, at::TensorList tensors, std::o
                 " weights for ", k, " tensors");
   }
   if (weights_tensor.defined()) check_weights_tensor(weights_tensor, k, name);
-  // In place, the target joins the promotion as torch's in-place ops see it.
-  std::vector<at::Tensor> all;
-  if (out.defined()) {
-    all.push_back(out);
-    all.insert(all.end(), tensors.begin(), tensors.end());
-  }
-  const at::ScalarType dtype = accumulate_dtype(out.defined() ? at::TensorList(all) : tensors, weights_tensor);
+  const at::ScalarType dtype = accumulate_dtype(out, tensors, weights_tensor);
   check_result_dtype(dtype, name);
   if (out.defined() && dtype != out.scalar_type()) {
+    std::vector<at::Tensor> all{out};
+    all.insert(all.end(), tensors.begin(), tensors.end());
     // Computed in the common dtype and cast into the target, where torch.can_cast allows, as torch's in-place ops.
     TORCH_CHECK(at::canCast(dtype, out.scalar_type()), "result type ", dtype,
                 " can't be cast to the desired output type ", out.scalar_type());
@@ -71,11 +70,10 @@ at::Tensor accumulate_into(const at::Tensor& out, at::TensorList tensors, std::o
     return out;
   }
 
-  // In place, `out` is both the output and the first input, with weight 1.
-  std::vector<at::Tensor> inputs;
-  std::vector<double> w;
-  inputs.reserve(k + 1);
-  w.reserve(k + 1);
+  // In place, `out` is both the output and the first input, with weight 1. On the stack for the common small K
+  // (heap vectors were a visible part of a 4K-element call).
+  c10::SmallVector<at::Tensor, 9> inputs;
+  c10::SmallVector<double, 9> w;
   if (out.defined()) {
     inputs.push_back(out);
     w.push_back(1.0);

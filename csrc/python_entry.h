@@ -89,7 +89,7 @@ struct Arg<const c10::Scalar&> {
 
 template <>
 struct Arg<at::TensorList> {
-  std::vector<at::Tensor> tensors;
+  c10::SmallVector<at::Tensor, 8> tensors;  // no heap allocation for short lists (accumulate's K)
   bool parse(PyObject* obj) {
     if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
@@ -106,7 +106,7 @@ struct Arg<at::TensorList> {
 
 template <>
 struct Arg<std::optional<at::ArrayRef<double>>> {
-  std::optional<std::vector<double>> values;
+  std::optional<c10::SmallVector<double, 8>> values;
   bool parse(PyObject* obj) {
     if (obj == Py_None) return true;
     if (!PyList_CheckExact(obj) && !PyTuple_CheckExact(obj)) return false;
