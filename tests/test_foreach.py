@@ -329,6 +329,25 @@ def test_fused_op_refuses_what_it_cannot_record_and_bumps_versions(name):
     assert all(t._version == 1 for t in ts)
 
 
+def test_every_op_that_writes_an_argument_has_its_own_autograd_kernel():
+    """torch's boxed autograd fallback bumps no version and drops tangents: an op that writes an argument through
+    it is a silently wrong gradient (the fused foreach kernels once were). Each such op registers an Autograd
+    kernel that bumps versions (csrc/autograd/)."""
+    import safe_ops._C  # noqa: F401  (registers the ops)
+
+    mutating = []
+    for name in torch._C._dispatch_get_all_op_names():
+        if not name.startswith("safe_ops::"):
+            continue
+        op, _, overload = name.partition(".")
+        schema = torch._C._get_schema(op, overload)
+        if any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+            mutating.append(name)
+    assert len(mutating) >= 4 + len(FOREACH_OPS), mutating  # the in-place variants and the fused foreach ops
+    missing = [n for n in mutating if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "Autograd")]
+    assert not missing, f"writes an argument with no Autograd kernel: {missing}"
+
+
 def test_no_grad_update_of_a_saved_parameter_raises_and_writes_no_member():
     params = [torch.nn.Parameter(torch.randn(4)) for _ in range(3)]
     loss = (params[2].sigmoid() * params[2]).sum()  # a pending backward saved params[2]
