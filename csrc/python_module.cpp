@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/common.h"
 #include "inplace_decision.h"
 #include "python_entry.h"
 
@@ -35,15 +36,12 @@ PyObject* inplace_decision(PyObject* /*module*/, PyObject* arg) {
 // dtype and shape and not the member itself, and in grad mode nothing requires grad. False for anything else
 // (numbers, subclasses, length mismatches, forward-mode tangents): the Python path then checks and decides per
 // member.
-// Forward-mode AD's level 0 (torch.autograd.forward_ad; torch.func nests by wrapping, which decide() reports).
-bool has_tangent(const at::Tensor& t) { return t._fw_grad(0).defined(); }
-
 // Whether any of the tensors among the arguments carries a forward-mode tangent (the fused foreach kernel computes
 // none: such members take the per-tensor op).
 PyObject* any_tangent(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   try {
     for (Py_ssize_t i = 0; i < nargs; ++i) {
-      if (THPVariable_Check(args[i]) && has_tangent(THPVariable_Unpack(args[i]))) Py_RETURN_TRUE;
+      if (THPVariable_Check(args[i]) && safe_ops::autograd::has_tangent(THPVariable_Unpack(args[i]))) Py_RETURN_TRUE;
     }
     Py_RETURN_FALSE;
   } catch (const std::exception& e) {
@@ -68,7 +66,8 @@ PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
       PyObject* member = PyList_GET_ITEM(tensors, i);
       if (!safe_ops::python::is_plain_tensor(member)) Py_RETURN_FALSE;
       const at::Tensor& t = THPVariable_Unpack(member);
-      if (safe_ops::decide(t) != safe_ops::Decision::kIN_PLACE || (grad && t.requires_grad()) || has_tangent(t)) {
+      if (safe_ops::decide(t) != safe_ops::Decision::kIN_PLACE || (grad && t.requires_grad()) ||
+          safe_ops::autograd::has_tangent(t)) {
         Py_RETURN_FALSE;
       }
       for (Py_ssize_t l = 0; l < nlists; ++l) {
@@ -76,7 +75,7 @@ PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
         if (operand == member || !safe_ops::python::is_plain_tensor(operand)) Py_RETURN_FALSE;
         const at::Tensor& o = THPVariable_Unpack(operand);
         if (o.scalar_type() != t.scalar_type() || !o.sizes().equals(t.sizes()) || (grad && o.requires_grad()) ||
-            has_tangent(o)) {
+            safe_ops::autograd::has_tangent(o)) {
           Py_RETURN_FALSE;
         }
       }
