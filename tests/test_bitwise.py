@@ -81,3 +81,25 @@ def test_inplace_bitwise_equal_to_torch_method(name):
     with torch.no_grad():
         got = getattr(safe_ops, name)(a.clone(), *args, **kwargs)
     assert torch.equal(got, expected)
+
+
+# In-place calls on operands beyond the caches take the K-input loop's prefetching path (csrc/cpu/kernels.cpp,
+# from 4 MB streamed): the same sums in the same order, so the same bits as torch's add_ and as accumulate_'s
+# documented order (the target first, then each term).
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_prefetching_loops_bitwise(dtype):
+    from op_table import accumulate_ref
+
+    g = torch.Generator().manual_seed(1)
+    n = (1 << 20) + 5  # >= 4 MB over 3 streams in every dtype here; not a multiple of the prefetch chunk
+    a, b = (torch.randn(n, generator=g).to(dtype) for _ in range(2))
+    assert torch.equal(safe_ops.add_(a.clone(), b, alpha=0.7), a.clone().add_(b, alpha=0.7))
+    assert torch.equal(safe_ops.sub_(a.clone(), b, alpha=0.7), a.clone().sub_(b, alpha=0.7))
+    target = torch.randn(n // 4, generator=g).to(dtype)
+    xs = [torch.randn(n // 4, generator=g).to(dtype) for _ in range(9)]  # 10 inputs: two groups per block
+    weights = [0.5 * i - 1.25 for i in range(9)]
+    wide = torch.promote_types(dtype, torch.float32)  # half types sum in float32 and round once (README)
+    expected = accumulate_ref([t.to(wide) for t in [target] + xs], [1.0] + weights).to(dtype)
+    assert safe_ops.accumulate_(target, xs, weights) is target
+    assert torch.equal(target, expected)
+
