@@ -113,17 +113,27 @@ bool members_interact(at::TensorList self, at::TensorList operands, int nlists) 
   return false;
 }
 
-// safe_ops.add_ leaves float16/bfloat16 with alpha != 1 to torch's kernel (its bits depend on torch's loops and on
-// the member's layout: csrc/add.cpp), so foreach_add_ does for such members, to stay equal to the per-tensor op.
-bool torch_half_add(bool is_add, const at::Tensor& t, const at::Tensor& operand, double alpha) {
+// Where the per-tensor op leaves a member to torch's kernel because torch's bits depend on its loops, not its
+// formula, foreach does too, and stays equal to the per-tensor op: add_ of float16/bfloat16 with alpha != 1
+// (csrc/add.cpp), lerp_ at a number weight of exactly 1 (csrc/lerp.cpp). Writes the member and says so.
+bool torch_writes_member(std::string_view name, const at::Tensor& t, const at::Tensor& operand, double value) {
   const at::ScalarType dtype = t.scalar_type();
-  return is_add && alpha != 1.0 && (dtype == at::kHalf || dtype == at::kBFloat16) && operand.scalar_type() == dtype;
+  if (operand.scalar_type() != dtype) return false;
+  if (name == "foreach_add_" && value != 1.0 && (dtype == at::kHalf || dtype == at::kBFloat16)) {
+    t.add_(operand, value);
+    return true;
+  }
+  if (name == "foreach_lerp_" && lerp_weight_is_one(value, dtype)) {
+    t.lerp_(operand, value);
+    return true;
+  }
+  return false;
 }
 
 // Groups members by (member dtype, operand dtype) and runs the fused kernel once per group. `first` is the index of
 // self[0] in the caller's list (for the per-member numbers on the device).
 void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
-               at::ArrayRef<double> scalars, const at::Tensor& device_values, size_t first, bool is_add) {
+               at::ArrayRef<double> scalars, const at::Tensor& device_values, size_t first, std::string_view name) {
   const c10::Device device = self[0].device();
   std::vector<ForeachGroup> groups;                           // one per (member dtype, operand dtype): usually one
   std::vector<std::pair<at::Tensor, at::Tensor>> write_back;  // (member, dense copy written in its place)
@@ -135,10 +145,7 @@ void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList s
     const double value = !device_values.defined() ? scalars[i]
                          : device.is_cpu()        ? device_values.const_data_ptr<double>()[first + i]
                                                   : 1.0;
-    if (host_value && torch_half_add(is_add, t, operands[i * nlists], value)) {
-      t.add_(operands[i * nlists], value);
-      continue;
-    }
+    if (host_value && torch_writes_member(name, t, operands[i * nlists], value)) continue;
     at::ScalarType operand_dtype = operands[i * nlists].scalar_type();
     for (int k = 1; k < nlists; ++k)
       operand_dtype = c10::promoteTypes(operand_dtype, operands[i * nlists + k].scalar_type());
@@ -181,15 +188,14 @@ void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::Tensor
   OpDeviceGuard guard(self[0].device());
   // Converted on the device, asynchronously: the values never travel to the host.
   const at::Tensor device_values = values.defined() ? values.to(at::kDouble).contiguous() : at::Tensor();
-  const bool is_add = std::string_view(name) == "foreach_add_";
   if (!members_interact(self, operands, nlists)) {
-    run_fused(stub, nlists, self, operands, scalars, device_values, 0, is_add);
+    run_fused(stub, nlists, self, operands, scalars, device_values, 0, name);
     return;
   }
   for (size_t i = 0; i < self.size(); ++i) {
     if (self[i].numel() == 0) continue;
     run_fused(stub, nlists, self.slice(i, 1), operands.slice(i * nlists, nlists),
-              device_values.defined() ? at::ArrayRef<double>() : scalars.slice(i, 1), device_values, i, is_add);
+              device_values.defined() ? at::ArrayRef<double>() : scalars.slice(i, 1), device_values, i, name);
   }
 }
 

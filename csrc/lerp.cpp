@@ -30,6 +30,11 @@ at::Tensor lerp_into(const at::Tensor& out, const at::Tensor& self, const at::Te
     inputs.push_back(prepare_operand(weight_tensor, dtype, device));
     return run_pointwise(lerp_tensor_weight_stub, out, 1, inputs, 0.0, device)[0];
   }
+  if (lerp_weight_is_one(weight, dtype)) {
+    if (!out.defined()) return at::lerp(self, end, weight);
+    at::Tensor result = out;
+    return at::lerp_out(result, self, end, weight);
+  }
   // A number weight picks the formula's form once, comparing in opmath as the kernel would.
   const double w = dtype == at::kDouble ? weight : static_cast<double>(static_cast<float>(weight));
   const auto& stub = std::abs(w) < 0.5 ? lerp_small_weight_stub : lerp_large_weight_stub;

@@ -19,6 +19,14 @@ namespace safe_ops {
 // Raises TypeError unless `dtype` is one the kernels support (float16, bfloat16, float32, float64).
 void check_result_dtype(at::ScalarType dtype, const char* op_name);
 
+// Whether lerp's number weight is exactly 1 in the kernel's opmath (float32 for every dtype but float64). There
+// torch's result has a zero sign that depends on its loop, not its formula: its vectorised body computes
+// (w−1)·(end−self) + end, its scalar tail end − (end−self)·(1−w), and for end = −0 the two zeros differ. Such
+// calls run torch's own kernel (csrc/lerp.cpp, csrc/foreach.cpp), so the bits stay torch's.
+inline bool lerp_weight_is_one(double weight, at::ScalarType dtype) {
+  return (dtype == at::kDouble ? weight : static_cast<double>(static_cast<float>(weight))) == 1.0;
+}
+
 // torch's promotion over all the operands (at::result_type takes two): dimensioned tensors first, 0-dim ones
 // only where their category is higher.
 at::ScalarType promoted_dtype(at::TensorList operands);

@@ -103,3 +103,25 @@ def test_prefetching_loops_bitwise(dtype):
     assert safe_ops.accumulate_(target, xs, weights) is target
     assert torch.equal(target, expected)
 
+
+def _bits(t):
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+# At a number weight of exactly 1 torch's zeros take their sign from its loop (vectorised body and scalar tail
+# compute two forms of the formula): safe_ops runs torch's kernel there, so even the zero signs are torch's.
+@pytest.mark.parametrize("weight", [1, 1.0, 1 - 1e-10])  # the last is 1 in float32
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_lerp_at_weight_one_keeps_torch_zero_signs(dtype, weight):
+    g = torch.Generator().manual_seed(2)
+    start = torch.randn(N, generator=g).to(dtype)
+    end = torch.zeros(N, dtype=dtype)
+    end[::3] = -0.0
+    expected = torch.lerp(start, end, weight)
+    assert not torch.equal(_bits(expected), _bits(end)) or dtype == torch.float64  # torch's zeros do differ
+    assert torch.equal(_bits(safe_ops.lerp(start, end, weight)), _bits(expected))
+    assert torch.equal(_bits(safe_ops.lerp_(start.clone(), end, weight)), _bits(start.clone().lerp_(end, weight)))
+    ours, theirs = [start.clone(), start[1:].clone()], [start.clone(), start[1:].clone()]
+    safe_ops.foreach_lerp_(ours, [end, end[1:]], weight)
+    torch._foreach_lerp_(theirs, [end, end[1:]], weight)
+    assert all(torch.equal(_bits(o), _bits(t)) for o, t in zip(ours, theirs))
