@@ -2,7 +2,9 @@
 // loop (csrc/cpu/kernels.cpp), the CUDA functor (csrc/cuda/kernels.cu) and, instantiated with at::Tensor, by the
 // autograd Nodes' differentiable double-backward path (csrc/autograd/common.h). As ATen's lerp_value in Lerp.h.
 //
-// A formula is a class template over the value type T (at::opmath_type of the tensors' dtype in the kernels):
+// A formula is a class template over the value type T (at::opmath_type of the tensors' dtype in the kernels) and
+// the storage type S (the dtype itself; S = T for whole tensors), which backward formulas use to round where
+// torch's formula is several aten ops (`rounded`):
 //   static constexpr int kOut, kIn;                 outputs and inputs, in the iterator's operand order
 //   explicit F(const Scalars&);                      the op's numbers (value, weight), converted once
 //   C10_HOST_DEVICE void operator()(const T* in, T* out) const;
@@ -14,6 +16,7 @@
 
 #include <array>
 #include <cmath>
+#include <type_traits>
 
 namespace safe_ops::formulas {
 
@@ -28,9 +31,21 @@ struct CoefType {
 template <typename T>
 using coef_t = typename CoefType<T>::type;
 
+// x rounded to the storage type S and back. Where torch's backward formula is several aten ops (grad * (tensor2 *
+// value)), each op rounds its result to the tensors' dtype: float16/bfloat16 gradients round there too, to keep
+// torch's bits. Nothing for float32/float64, and nothing for whole tensors (S = at::Tensor: each aten op rounds).
+template <typename S, typename T>
+C10_HOST_DEVICE T rounded(T x) {
+  if constexpr (std::is_same_v<S, T> || !std::is_constructible_v<S, T>) {
+    return x;
+  } else {
+    return static_cast<T>(static_cast<S>(x));
+  }
+}
+
 // [out, a, b]: out = a + alpha·b, torch.add's a + alpha*b (alpha = 1: the exact sum; on CUDA nvcc contracts it
 // to fma(alpha, b, a) as torch's kernel does, as the linear-combination path does). Used by foreach_add_.
-template <typename T>
+template <typename T, typename S = T>
 struct Add {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> alpha;
@@ -39,7 +54,7 @@ struct Add {
 };
 
 // [out, a, b, c]: out = a + (value·b)·c   (torch.addcmul's order).
-template <typename T>
+template <typename T, typename S = T>
 struct Addcmul {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
@@ -47,30 +62,30 @@ struct Addcmul {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] * in[2]; }
 };
 
-// [g_b, g, c]: one of addcmul's operand gradients, (value·g)·c (the other operand's gradient is symmetric).
-template <typename T>
+// [g_b, g, c]: one of addcmul's operand gradients, g·(c·value), torch's order (derivatives.yaml: grad *
+// (tensor2 * value)), so float32/float64 gradients have torch's bits (the other operand's is symmetric).
+template <typename T, typename S = T>
 struct AddcmulGradOne {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> value;
   explicit AddcmulGradOne(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
-  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = value * in[0] * in[1]; }
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] * rounded<S>(in[1] * value); }
 };
 
-// [g_b, g_c, g, b, c]: both, in one pass: g_b = (value·g)·c, g_c = (value·g)·b.
-template <typename T>
+// [g_b, g_c, g, b, c]: both, in one pass: g_b = g·(c·value), g_c = g·(b·value).
+template <typename T, typename S = T>
 struct AddcmulGrads {
   static constexpr int kOut = 2, kIn = 3;
   coef_t<T> value;
   explicit AddcmulGrads(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const {
-    const T vg = value * in[0];
-    out[0] = vg * in[2];
-    out[1] = vg * in[1];
+    out[0] = in[0] * rounded<S>(in[2] * value);
+    out[1] = in[0] * rounded<S>(in[1] * value);
   }
 };
 
 // [out, a, b, c]: out = a + (value·b)/c   (torch.addcdiv's order on the CPU).
-template <typename T>
+template <typename T, typename S = T>
 struct Addcdiv {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
@@ -78,40 +93,43 @@ struct Addcdiv {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] / in[2]; }
 };
 
-// [g_b, g, c]: addcdiv's gradient of tensor1, g·(value/c).
-template <typename T>
+// [g_b, g, c]: addcdiv's gradient of tensor1, g·(value/c), where torch's `value / tensor2` fills value into
+// tensor2's dtype first.
+template <typename T, typename S = T>
 struct AddcdivGradTensor1 {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> value;
   explicit AddcdivGradTensor1(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
-  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] * (value / in[1]); }
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] * rounded<S>(rounded<S>(value) / in[1]); }
 };
 
 // [g_c, g, b, c]: addcdiv's gradient of tensor2, −g·(value·b/(c·c)).
-template <typename T>
+template <typename T, typename S = T>
 struct AddcdivGradTensor2 {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
   explicit AddcdivGradTensor2(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
-  C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = -in[0] * (value * in[1] / (in[2] * in[2])); }
+  C10_HOST_DEVICE void operator()(const T* in, T* out) const {
+    out[0] = -in[0] * rounded<S>(rounded<S>(value * in[1]) / rounded<S>(in[2] * in[2]));
+  }
 };
 
 // [g_b, g_c, g, b, c]: both, in one pass.
-template <typename T>
+template <typename T, typename S = T>
 struct AddcdivGrads {
   static constexpr int kOut = 2, kIn = 3;
   coef_t<T> value;
   explicit AddcdivGrads(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const {
-    out[0] = in[0] * (value / in[2]);
-    out[1] = -in[0] * (value * in[1] / (in[2] * in[2]));
+    out[0] = in[0] * rounded<S>(rounded<S>(value) / in[2]);
+    out[1] = -in[0] * rounded<S>(rounded<S>(value * in[1]) / rounded<S>(in[2] * in[2]));
   }
 };
 
 // torch.lerp's formula, whose two forms keep the result exact at weight 0 and 1: a + w·(b−a) for |w| < 0.5,
 // else b − (b−a)·(1−w). A number weight picks the form once (two formulas); a tensor weight selects per
 // element, computing both so that the loop vectorises without branches.
-template <typename T>
+template <typename T, typename S = T>
 struct LerpSmallWeight {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> weight;
@@ -119,7 +137,7 @@ struct LerpSmallWeight {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + weight * (in[1] - in[0]); }
 };
 
-template <typename T>
+template <typename T, typename S = T>
 struct LerpLargeWeight {
   static constexpr int kOut = 1, kIn = 2;
   coef_t<T> weight;
@@ -131,7 +149,7 @@ struct LerpLargeWeight {
 
 // A number weight whose form is picked once per instance (the foreach kernels build one per member):
 // exactly lerp.Scalar's choice, which compares the weight in opmath.
-template <typename T>
+template <typename T, typename S = T>
 struct LerpScalarWeight {
   static constexpr int kOut = 1, kIn = 2;
   LerpSmallWeight<T> small;
@@ -149,7 +167,7 @@ struct LerpScalarWeight {
 };
 
 // [out, a, b, w].
-template <typename T>
+template <typename T, typename S = T>
 struct LerpTensorWeight {
   static constexpr int kOut = 1, kIn = 3;
   explicit LerpTensorWeight(const Scalars&) {}
@@ -165,7 +183,7 @@ struct LerpTensorWeight {
 // Gradients of lerp with a tensor weight. Mask bits: 1 = input, 2 = end, 4 = weight. Outputs [g_a? g_b? g_w?]
 // for the set bits; inputs g, then a, b (bit 4), then w (bits 1 or 2):
 // g_a = g·(1−w), g_b = g·w, g_w = g·(b−a).
-template <typename T, int Mask>
+template <typename T, int Mask, typename S = T>
 struct LerpBackward {
   static constexpr bool kEnds = (Mask & 4) != 0, kWeight = (Mask & 3) != 0;
   static constexpr int kIn = 1 + (kEnds ? 2 : 0) + (kWeight ? 1 : 0);
@@ -174,18 +192,25 @@ struct LerpBackward {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const {
     const T& g = in[0];
     int o = 0;
-    if constexpr ((Mask & 1) != 0) out[o++] = g * (coef_t<T>(1) - in[kIn - 1]);
+    if constexpr ((Mask & 1) != 0) out[o++] = g * rounded<S>(coef_t<T>(1) - in[kIn - 1]);
     if constexpr ((Mask & 2) != 0) out[o++] = g * in[kIn - 1];
-    if constexpr ((Mask & 4) != 0) out[o++] = g * (in[2] - in[1]);
+    if constexpr ((Mask & 4) != 0) out[o++] = g * rounded<S>(in[2] - in[1]);
   }
 };
-template <typename T> using LerpBackward1 = LerpBackward<T, 1>;
-template <typename T> using LerpBackward2 = LerpBackward<T, 2>;
-template <typename T> using LerpBackward3 = LerpBackward<T, 3>;
-template <typename T> using LerpBackward4 = LerpBackward<T, 4>;
-template <typename T> using LerpBackward5 = LerpBackward<T, 5>;
-template <typename T> using LerpBackward6 = LerpBackward<T, 6>;
-template <typename T> using LerpBackward7 = LerpBackward<T, 7>;
+template <typename T, typename S = T>
+using LerpBackward1 = LerpBackward<T, 1, S>;
+template <typename T, typename S = T>
+using LerpBackward2 = LerpBackward<T, 2, S>;
+template <typename T, typename S = T>
+using LerpBackward3 = LerpBackward<T, 3, S>;
+template <typename T, typename S = T>
+using LerpBackward4 = LerpBackward<T, 4, S>;
+template <typename T, typename S = T>
+using LerpBackward5 = LerpBackward<T, 5, S>;
+template <typename T, typename S = T>
+using LerpBackward6 = LerpBackward<T, 6, S>;
+template <typename T, typename S = T>
+using LerpBackward7 = LerpBackward<T, 7, S>;
 
 }  // namespace safe_ops::formulas
 

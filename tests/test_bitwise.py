@@ -6,6 +6,8 @@ import torch
 
 import safe_ops
 
+from op_table import FLOAT_DTYPES
+
 N = 4099  # not a multiple of any vector width: the loops' tails are covered
 
 
@@ -125,3 +127,39 @@ def test_lerp_at_weight_one_keeps_torch_zero_signs(dtype, weight):
     safe_ops.foreach_lerp_(ours, [end, end[1:]], weight)
     torch._foreach_lerp_(theirs, [end, end[1:]], weight)
     assert all(torch.equal(_bits(o), _bits(t)) for o, t in zip(ours, theirs))
+
+
+GRAD_CASES = [
+    ("add", lambda m, a, b, c, k: m.add(a, b, alpha=k)),
+    ("sub", lambda m, a, b, c, k: m.sub(a, b, alpha=k)),
+    ("addcmul", lambda m, a, b, c, k: m.addcmul(a, b, c, value=k)),
+    ("addcdiv", lambda m, a, b, c, k: m.addcdiv(a, b, c, value=k)),
+    ("lerp_number", lambda m, a, b, c, k: m.lerp(a, b, k)),
+    ("lerp_tensor", lambda m, a, b, c, k: m.lerp(a, b, c)),
+]
+
+
+# Gradients in torch's order (derivatives.yaml: grad * (tensor2 * value), grad * alpha, then the engine's sum_to
+# for a broadcast input), rounding where torch's formula rounds to the dtype, so they have torch's bits too.
+# 0.3 and 0.7 take both halves of lerp's weight; -3.125 is not representable in a half product with most inputs.
+@pytest.mark.parametrize("scalar", [0.3, 0.7, -3.125])
+@pytest.mark.parametrize("broadcast", [False, True], ids=["full", "broadcast"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("name,call", GRAD_CASES, ids=[c[0] for c in GRAD_CASES])
+def test_gradients_bitwise_equal_to_torch(name, call, dtype, broadcast, scalar):
+    g = torch.Generator().manual_seed(3)
+    shape = (64, 257)
+
+    def make(s, positive=False):
+        t = torch.randn(s, generator=g, dtype=dtype)
+        return (t.abs() + 0.5 if positive else t).requires_grad_()
+
+    a = make(shape)
+    b = make((257,) if broadcast else shape)
+    c = make((64, 1) if broadcast else shape, positive=True)
+    cotangent = torch.randn(shape, generator=g, dtype=dtype)
+    leaves = (a, b, c) if name in ("addcmul", "addcdiv", "lerp_tensor") else (a, b)
+    expected = torch.autograd.grad(call(torch, a, b, c, scalar), leaves, cotangent)
+    got = torch.autograd.grad(call(safe_ops, a, b, c, scalar), leaves, cotangent)
+    for i, (ours, theirs) in enumerate(zip(got, expected)):
+        assert torch.equal(_bits(ours), _bits(theirs)), f"grad {i}: {(ours != theirs).sum().item()} elements differ"

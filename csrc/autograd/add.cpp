@@ -17,8 +17,7 @@ struct AddBackward final : Node {
     if (!grad.defined()) return out;
     if (task_should_compute_output(0)) out[0] = shapes.reduce(grad, 0);
     if (other_is_tensor && task_should_compute_output(1)) {
-      at::Tensor reduced = shapes.reduce(grad, 1);
-      out[1] = alpha == 1.0 ? reduced : reduced * alpha;
+      out[1] = shapes.reduce_scaled(grad, 1, alpha);
     }
     return out;
   }

@@ -54,6 +54,11 @@ class ReduceShapes {
   at::Tensor reduce(const at::Tensor& grad, size_t i) const {
     return sizes_.empty() ? grad : at::sum_to(grad, c10::SymIntArrayRef(sizes_[i]));
   }
+  // factor·grad summed to input i's shape, scaled first as torch's formulas are (grad·alpha, then the engine's
+  // sum_to), so a broadcast input's gradient has torch's bits; grad itself when factor is 1 and nothing is summed.
+  at::Tensor reduce_scaled(const at::Tensor& grad, size_t i, double factor) const {
+    return reduce(factor == 1.0 ? grad : grad * factor, i);
+  }
   // Whether input i has grad's (the output's) shape.
   bool is_full(const at::Tensor& grad, size_t i) const { return sizes_.empty() || grad.sym_sizes().equals(sizes_[i]); }
 
@@ -150,7 +155,7 @@ bool backward_needs_graph(const Tensors&... tensors) {
 
 // A formula of csrc/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
 // (create_graph=True) computes the same expression as the fused kernels.
-template <template <typename> class Formula, typename... Tensors>
+template <template <typename...> class Formula, typename... Tensors>
 std::array<at::Tensor, Formula<at::Tensor>::kOut> apply_formula(double scalar, const Tensors&... inputs) {
   using F = Formula<at::Tensor>;
   static_assert(sizeof...(Tensors) == F::kIn, "apply_formula: wrong operand count");

@@ -38,8 +38,8 @@ struct LerpScalarBackward final : Node {
       out[1] = std::move(scaled[1]);
       return out;
     }
-    if (want_self) out[0] = shapes.reduce(grad, 0) * (1.0 - weight);
-    if (want_end) out[1] = shapes.reduce(grad, 1) * weight;
+    if (want_self) out[0] = shapes.reduce(grad * (1.0 - weight), 0);  // torch's order: scaled, then summed
+    if (want_end) out[1] = shapes.reduce(grad * weight, 1);
     return out;
   }
 };

@@ -27,7 +27,7 @@ constexpr int64_t kGrainBytes = 64 << 10;
 template <typename scalar_t, typename operand_t>
 using mixed_opmath_t = std::conditional_t<std::is_same_v<operand_t, double>, double, at::opmath_type<scalar_t>>;
 
-template <template <typename> class Formula, typename scalar_t, typename operand_t>
+template <template <typename...> class Formula, typename scalar_t, typename operand_t>
 void foreach_loop(const ForeachGroup& g) {
   using op_t = mixed_opmath_t<scalar_t, operand_t>;
   using F = Formula<op_t>;
@@ -57,7 +57,7 @@ void foreach_loop(const ForeachGroup& g) {
   });
 }
 
-template <template <typename> class Formula>
+template <template <typename...> class Formula>
 void foreach_kernel(const ForeachGroup& g) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.dtype, "safe_ops_foreach", [&] {
     using member_t = scalar_t;

@@ -207,11 +207,11 @@ void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
 }
 
 // A formula of csrc/formulas.h over the whole iterator, in opmath.
-template <template <typename> class Formula>
+template <template <typename...> class Formula>
 void pointwise_kernel(at::TensorIteratorBase& iter, const formulas::Scalars& scalars) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, iter.common_dtype(), "safe_ops_pointwise", [&] {
     using op_t = opmath_t<scalar_t>;
-    using F = Formula<op_t>;
+    using F = Formula<op_t, scalar_t>;
     const F formula(scalars);
     map_elementwise<F::kOut, F::kIn, scalar_t>(iter, [formula](const std::array<op_t, F::kIn>& x) {
       std::array<op_t, F::kOut> y;

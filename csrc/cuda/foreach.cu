@@ -52,7 +52,7 @@ struct alignas(sizeof(T) * N) Vec {
 template <typename scalar_t, typename operand_t>
 using mixed_opmath_t = std::conditional_t<std::is_same_v<operand_t, double>, double, at::opmath_type<scalar_t>>;
 
-template <typename scalar_t, typename operand_t, template <typename> class Formula, int N>
+template <typename scalar_t, typename operand_t, template <typename...> class Formula, int N>
 __global__ void __launch_bounds__(kThreads) foreach_kernel(Meta<N> meta, const double* values) {
   using op_t = mixed_opmath_t<scalar_t, operand_t>;
   constexpr int K = N - 1;
@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(kThreads) foreach_kernel(Meta<N> meta, const d
   }
 }
 
-template <typename scalar_t, typename operand_t, template <typename> class Formula, int N>
+template <typename scalar_t, typename operand_t, template <typename...> class Formula, int N>
 void launch_all(const ForeachGroup& g) {
   constexpr int K = N - 1;
   using M = Meta<N>;
@@ -149,7 +149,7 @@ void launch_all(const ForeachGroup& g) {
   if (nblocks > 0) flush();
 }
 
-template <template <typename> class Formula>
+template <template <typename...> class Formula>
 void foreach_cuda(const ForeachGroup& g) {
   if (g.members.empty()) return;
   const c10::cuda::CUDAGuard guard(g.members[0].device());

@@ -164,11 +164,12 @@ struct DotMany {
 };
 
 // A formula of csrc/formulas.h as a launcher op: the launcher loads, the formula does the math.
-template <template <typename> class Formula>
+template <template <typename...> class Formula>
 struct FormulaOp {
-  template <typename opmath_t>
+  template <typename scalar_t>
   struct Op : Stateless {
-    using F = Formula<opmath_t>;
+    using opmath_t = at::opmath_type<scalar_t>;
+    using F = Formula<opmath_t, scalar_t>;
     static constexpr int kOut = F::kOut, kIn = F::kIn;
     F formula;
     explicit Op(const formulas::Scalars& s) : formula(s) {}
@@ -178,13 +179,14 @@ struct FormulaOp {
   };
 };
 
-// Runs a fixed-arity op over the whole iterator: outputs then inputs, in iterator order.
+// Runs a fixed-arity op (a template over the storage type) over the whole iterator: outputs then inputs, in
+// iterator order.
 template <template <typename> class Op, typename... Args>
 void run_pointwise(at::TensorIteratorBase& iter, Args... args) {
   if (iter.numel() == 0) return;
   dispatch_floating(iter, [&](auto tag) {
     using scalar_t = typename decltype(tag)::type;
-    using op_t = Op<at::opmath_type<scalar_t>>;
+    using op_t = Op<scalar_t>;
     const op_t op(args...);
     TORCH_INTERNAL_ASSERT(iter.noutputs() == op.num_out() && iter.ninputs() == op.num_in(),
                           "safe_ops: unexpected operand count");
@@ -264,7 +266,7 @@ void dot_many(at::TensorIteratorBase& iter, const at::Tensor& result) {
   });
 }
 
-template <template <typename> class Formula>
+template <template <typename...> class Formula>
 void pointwise_kernel(at::TensorIteratorBase& iter, const formulas::Scalars& scalars) {
   run_pointwise<FormulaOp<Formula>::template Op>(iter, scalars);
 }
