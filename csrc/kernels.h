@@ -46,7 +46,14 @@ class DispatchStub {
 };
 
 #define SAFE_OPS_DECLARE_STUB(stub, fn_type) extern DispatchStub<fn_type> stub
-#define SAFE_OPS_DEFINE_STUB(stub) constinit decltype(stub) stub(#stub)
+// constinit only checks what the constexpr constructor already gives (constant initialisation); C++17 has no such
+// word, and torch 2.11's cpp_extension compiles extensions as C++17.
+#if defined(__cpp_constinit)
+#define SAFE_OPS_CONSTINIT constinit
+#else
+#define SAFE_OPS_CONSTINIT
+#endif
+#define SAFE_OPS_DEFINE_STUB(stub) SAFE_OPS_CONSTINIT decltype(stub) stub(#stub)
 // In a device file, at namespace scope: binds `kernel` to `stub` for `device` (CPU, CUDA) at load time.
 #define SAFE_OPS_REGISTER_KERNEL(stub, device, kernel) \
   static const bool stub##_##device##_registered = (stub.set(c10::DeviceType::device, kernel), true)
