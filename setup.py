@@ -3,6 +3,7 @@ found. SAFE_OPS_CUDA=0|1 forces either way. Never build with pip's build isolati
 """
 import glob
 import os
+import runpy
 import site
 import sys
 
@@ -16,6 +17,12 @@ if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
 
 import torch  # noqa: E402
 from torch.utils import cpp_extension  # noqa: E402
+
+# The supported releases, from the one place that states them (a plain file: the package cannot be imported yet).
+SUPPORT = runpy.run_path(os.path.join(ROOT, "safe_ops", "_support.py"))
+if SUPPORT["release"](torch.__version__) < SUPPORT["OLDEST_TORCH"]:
+    sys.exit(f"safe_ops needs torch >= {SUPPORT['name'](SUPPORT['OLDEST_TORCH'])}; torch {torch.__version__} is "
+             "installed in this environment")
 
 
 def _want_cuda() -> bool:
@@ -54,7 +61,10 @@ def _extension():
     # -ffp-contract=fast: `a + b*c` is one FMA in the loops built for FMA CPUs (isa_loops.h), as torch's kernels
     # compute it; code built for baseline x86-64 has no FMA instruction to contract to.
     # -I csrc: for the generated file.
+    # -g0 (unless SAFE_OPS_DEBUG=1): Python's own flags add -g, and debug info of torch's templates would be most
+    # of the library's size.
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-ffp-contract=fast", f"-I{os.path.join(ROOT, 'csrc')}"]
+    cxx += [] if os.environ.get("SAFE_OPS_DEBUG") == "1" else ["-g0"]
     link = ["-fopenmp"]
     generated = [os.path.join(ROOT, "build", "generated")]  # foreach_ops.h
     if not _want_cuda():
@@ -62,8 +72,9 @@ def _extension():
             "safe_ops._C", sources, include_dirs=generated, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        # torch picks the visible GPUs' archs; with none visible it would fail. H100/H200 are 9.0.
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+        # torch picks the visible GPUs' archs; with none visible it would fail. H100/H200 are 9.0; the PTX lets a
+        # later chip JIT-compile the kernels.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
     sources += sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
     nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
     return cpp_extension.CUDAExtension(
@@ -81,8 +92,8 @@ setup(
     description="Fused, autograd-safe accumulation ops for PyTorch (add, sub, addcmul, lerp, accumulate)",
     packages=find_packages(include=["safe_ops", "safe_ops.*"]),
     package_data={"safe_ops": ["py.typed"]},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.11"],
+    python_requires=f">={SUPPORT['name'](SUPPORT['OLDEST_PYTHON'])}",
+    install_requires=[f"torch>={SUPPORT['name'](SUPPORT['OLDEST_TORCH'])}"],
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,
