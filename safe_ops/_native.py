@@ -2,6 +2,10 @@
 was built against another torch."""
 import torch
 
+from ._support import check_torch
+
+check_torch(torch.__version__)
+
 _BUILD_HINT = (
     "Build it against the torch you run: `make build` in a checkout, or "
     "`pip install --no-build-isolation -e .` into an existing environment."
