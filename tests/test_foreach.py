@@ -10,6 +10,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import safe_ops
 from safe_ops._declarations import FOREACH_OPS
 
+from clients import client
 from models import SmallResNet
 from param_shapes import MODELS
 
@@ -618,7 +619,7 @@ def test_members_that_read_each_other_are_updated_in_list_order_like_torch():
 def test_real_timm_model_ema_v3_foreach_branch_on_foreach_lerp_():
     """timm's own ModelEmaV3 (foreach=True): its _foreach_lerp_ over state_dict() values on safe_ops.foreach_lerp_
     gives the EMA torch._foreach_lerp_ gives, and the EMA module really changes."""
-    timm_ema = pytest.importorskip("timm.utils.model_ema")
+    timm_ema = client("timm.utils.model_ema")
     torch.manual_seed(0)
     model = SmallResNet()
     ours = timm_ema.ModelEmaV3(model, decay=0.9, foreach=True)

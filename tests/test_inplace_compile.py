@@ -6,6 +6,7 @@ import torch
 
 import safe_ops
 
+from clients import client
 from op_table import OP_TABLE, inplace_variants, reference_update
 
 VARIANTS = inplace_variants()
@@ -78,8 +79,8 @@ def test_ema_of_parameters_under_no_grad_in_a_compiled_step(info):
 
 
 def test_compiled_torchvision_resnet18_with_safe_ops_residual_adds():
-    models = pytest.importorskip("torchvision.models")
-    resnet = pytest.importorskip("torchvision.models.resnet")
+    models = client("torchvision.models")
+    resnet = client("torchvision.models.resnet")
 
     def forward(self, x):  # BasicBlock.forward with `out += identity` as safe_ops.add_
         identity = x if self.downsample is None else self.downsample(x)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import safe_ops
 from safe_ops import Decision, InplaceHazardError
 
+from clients import client
 from op_table import OP_TABLE, inplace_variants
 
 VARIANTS = inplace_variants()
@@ -77,7 +78,7 @@ def _model():
 
 
 def test_timm_model_ema_v3_update_through_state_dict_aliases():
-    timm_ema = pytest.importorskip("timm.utils.model_ema")
+    timm_ema = client("timm.utils.model_ema")
     model = _model()
     ours, theirs = timm_ema.ModelEmaV3(model, decay=0.9, foreach=False), timm_ema.ModelEmaV3(model, decay=0.9,
                                                                                             foreach=False)
