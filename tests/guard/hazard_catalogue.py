@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from guard_helpers import DT, XM, XW, Square, X, grads
+from torch.torch_version import TorchVersion
 
 import safe_ops
 
@@ -280,6 +281,10 @@ def setitem_scalar_ref(x):
     return (y * y).sum()
 
 
+# The op torch lowers `y[index_tensor] = number` to: index_put_ up to 2.14, index_fill_ from 2.15.
+SETITEM_INDEX_TENSOR_OP = "index_fill_" if TorchVersion(torch.__version__) >= "2.15" else "index_put_"
+
+
 def setitem_index_tensor(x):
     y = x.sigmoid()  # SAVE
     y[torch.tensor([0, 2])] = 1.0  # WRITE
@@ -479,7 +484,7 @@ CATALOGUE = [
     Pattern(two_graphs, two_graphs_ref, XW, "MulBackward0", "mul_", "error"),
     Pattern(retain_graph_second_backward, retain_graph_second_backward_ref, X, "ExpBackward0", "mul_", "error"),
     Pattern(setitem_scalar, setitem_scalar_ref, X, "SigmoidBackward0", "fill_", "error"),
-    Pattern(setitem_index_tensor, setitem_index_tensor_ref, X, "SigmoidBackward0", "index_put_", "error"),
+    Pattern(setitem_index_tensor, setitem_index_tensor_ref, X, "SigmoidBackward0", SETITEM_INDEX_TENSOR_OP, "error"),
     Pattern(copy_into_output, copy_into_output_ref, XW, "TanhBackward0", "copy_", "error"),
     Pattern(out_under_no_grad, no_write_ref, X, "ExpBackward0", "aten.mul.out", "error"),
     Pattern(out_into_saved_constant, out_into_saved_constant_ref, XW, "MulBackward0", "aten.add.out", "error"),
