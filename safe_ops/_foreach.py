@@ -85,7 +85,7 @@ def _same_layout(tensors, lists) -> bool:
 
 
 def _distributed_members(targets, operands) -> bool:
-    return bool(targets) and _is_dtensor(targets[0])
+    return len(targets) > 0 and _is_dtensor(targets[0])  # torch 2.11's dynamo cannot trace bool(list)
 
 
 def make(fop: ForeachOp, single: Callable) -> Callable:
