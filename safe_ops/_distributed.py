@@ -1,7 +1,7 @@
 """DTensor sharding rules for the safe_ops operators, derived from ``_declarations.py``.
 
-Imported lazily (``safe_ops._distributed.register()``, called by ``safe_ops.enable_dtensor()`` and on first use of
-a DTensor), because importing ``torch.distributed.tensor`` costs time that ``import safe_ops`` should not pay.
+Registered lazily (``register()``, called by ``install()`` as soon as ``torch.distributed.tensor`` is imported),
+because importing ``torch.distributed.tensor`` costs time that ``import safe_ops`` should not pay.
 
 Every op is pointwise in its tensor operands (``Tensor``, ``Tensor?`` and ``Tensor[]`` arguments): Shard(d)/Replicate
 propagate with broadcasting (a broadcast dimension takes Replicate), anything else is redistributed to Replicate. A
@@ -20,10 +20,13 @@ the target's own ``_StridedShard`` kind (FSDP2 over tensor parallel).
 Two registration paths for the rest:
 - torch's private single-dim strategies (``_register_single_dim_pointwise``, ``register_single_dim_strategy``: they
   fill ``_StridedShard`` and multi-dim meshes for us), where this torch has both;
-- else (a torch without them: older releases) the public ``torch.distributed.tensor.experimental.register_sharding``
+- else (a torch without them: 2.11) the public ``torch.distributed.tensor.experimental.register_sharding``
   for the functional ops, and the op-strategy registration (``register_op_strategy`` with
   ``expand_to_full_mesh_op_strategy``, what register_sharding wraps) for the one it cannot describe
   (``scale_many``: a ``Tensor[]`` result of len(scales) tensors). ``BACKEND`` says which path registered.
+Per torch release: 2.13's single-dim expansion cannot take a ``Tensor[]`` result, so ``scale_many`` takes the op
+strategy there too; 2.11's expansion has no ``allow_uneven_sharding``, so the in-place kernels expand their
+target-keeping rules themselves (``_keep_target_strategy``).
 """
 from __future__ import annotations
 
@@ -197,14 +200,45 @@ def _op_strategy(op, rules: Callable, *, inplace: bool, n_out=0, needs_pytree=Fa
             single += [rule for rule in rules(shard, args) if rule not in single]
         n = count + len(_leaves(args)) + len(_leaves(tuple(op_schema.kwargs_schema.values())))
         single.append(_replicate_rule(n))
+        mesh = op_schema.get_mesh_from_args(validate=False)
+        if inplace and not options:
+            return _keep_target_strategy(mesh, op_schema, single, op)
         kwargs = dict(options)
         if takes_meta and out_meta is not None:
             kwargs["output_tensor_meta"] = out_meta(args)
-        return expand_to_full_mesh_op_strategy(op_schema.get_mesh_from_args(validate=False), op_schema, single,
-                                               input_index=count, inplace_op=inplace, **kwargs)
+        return expand_to_full_mesh_op_strategy(mesh, op_schema, single, input_index=count, inplace_op=inplace,
+                                               **kwargs)
 
     DTensor._op_dispatcher.sharding_propagator.register_op_strategy(
         op, strategy, RuntimeSchemaInfo(static_argnum, needs_pytree=needs_pytree))
+
+
+def _keep_target_strategy(mesh, op_schema, single: list, op):
+    """An in-place kernel's strategies (no outputs) on a torch whose expansion has no allow_uneven_sharding (2.11):
+    it would drop the target's own layout when a shard is uneven or empty, where torch's in-place ops keep it. The
+    target cannot be redistributed anyway, so only rules that keep it on every mesh dim are expanded, unfiltered."""
+    import itertools
+
+    from torch.distributed.tensor._dtensor_spec import DTensorSpec
+    from torch.distributed.tensor._op_schema import OpSpec, OpStrategy
+    from torch.distributed.tensor._ops.utils import generate_redistribute_costs
+
+    inputs = list(op_schema.args_strategy) + list(op_schema.kwargs_strategy)
+    target = inputs[0].strategies[0].output_spec.placements
+    per_dim = [[rule for rule in single if rule[0] == p] for p in target]
+    specs = []
+    for comb in itertools.product(*per_dim):
+        input_specs = [DTensorSpec(mesh, tuple(rule[i] for rule in comb), tensor_meta=inp.tensor_meta)
+                       for i, inp in enumerate(inputs)]
+        specs.append(OpSpec(output_specs=None, input_specs=input_specs,
+                            redistribute_cost=[generate_redistribute_costs(inp, spec)
+                                               for inp, spec in zip(inputs, input_specs)]))
+    if not specs:  # torch's own words for its in-place ops
+        raise RuntimeError(
+            f"{op}: in-place operations that require placement changes are not supported. The input has placement "
+            f"{tuple(target)}, but no valid strategy preserves this placement. Please use the out-of-place version "
+            "of this operation instead.")
+    return OpStrategy(specs)
 
 
 def _shard_kinds(args) -> list:
@@ -232,8 +266,22 @@ def _scale_many_meta(args):
     return [TensorMeta(grad.shape, grad.stride, grad.dtype)] * _scale_many_outputs(args)
 
 
+def _scale_many_strategy(op, static: bool) -> None:
+    """scale_many as an op strategy: its Tensor[] result has as many tensors as scales."""
+    _op_strategy(op, _scale_many, inplace=False, n_out=_scale_many_outputs, static_argnum=1 if static else 100,
+                 out_meta=_scale_many_meta)
+
+
+def _single_dim_takes_list_results() -> bool:
+    """torch 2.13's single-dim expansion counts a Tensor[] result as one output and asserts on scale_many's
+    strategies ("Strategy length 3 != expected 2"); 2.14 takes the number of outputs from the strategy."""
+    from torch.torch_version import TorchVersion
+
+    return TorchVersion(torch.__version__) >= "2.14"
+
+
 class _SingleDim:
-    """torch's private single-dim strategies, where this torch has them (2.14 does)."""
+    """torch's private single-dim strategies, where this torch has them (2.13 and later; 2.11 has not)."""
 
     name = "single_dim"
 
@@ -262,6 +310,9 @@ class _SingleDim:
 
     def scale_many(self, op, static: bool) -> None:
         # scale_many(grad, float[] scales): the number of results is len(scales), part of the strategy's cache key
+        if not _single_dim_takes_list_results():
+            _scale_many_strategy(op, static)
+            return
         self.rules(op, _scale_many, static_argnum=1 if static else 100)
 
     def dot_many(self, op) -> None:
@@ -292,8 +343,7 @@ class _Public:
         self.register_sharding(op)(sharding)
 
     def scale_many(self, op, static: bool) -> None:  # a Tensor[] result: beyond register_sharding
-        _op_strategy(op, _scale_many, inplace=False, n_out=_scale_many_outputs, static_argnum=1 if static else 100,
-                     out_meta=_scale_many_meta)
+        _scale_many_strategy(op, static)
 
     def dot_many(self, op) -> None:
         self.rules(op, _dot_many, 1)
