@@ -1,6 +1,8 @@
 # make test: create .venv, install torch + tools, lint, build the extension (CUDA too when nvcc is found), run tests.
 # make lint: ruff (Python) and clang-format (C++/CUDA) at the code's 120 columns; `make format` applies them.
 # make bench: the default benchmark subset (BENCH_ARGS=--all for everything).
+# make matrix: the version matrix (.ci/matrix.py): build and test on each other torch/Python pair claimed
+#   (LEGS="device cpu newest" by default; each leg its own venv and build under build/matrix/<leg>).
 # make fuzz: tests/test_fuzz.py at FUZZ_EXAMPLES=2000, 20,000 cases against torch (make test runs 2,000 of them).
 # Everything is incremental: re-running only redoes what changed.
 PYTHON ?= python3
@@ -11,14 +13,15 @@ MAX_JOBS ?= 2
 export CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export MAX_JOBS
 BENCH_ARGS ?=
+LEGS ?=
 
-.PHONY: all venv lint format build test fuzz bench clean
+.PHONY: all venv lint format build test matrix fuzz bench clean
 
 CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 2>/dev/null)
 
 all: test
 
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade -q -r requirements-dev.txt
 	touch $@
@@ -36,8 +39,12 @@ format: venv
 build: venv
 	$(PY) setup.py -q build_ext --inplace
 
+# SAFE_OPS_REQUIRE_CLIENTS: torchvision and timm are installed here, so their tests must run (tests/clients.py).
 test: lint build
-	$(PY) -m pytest -q tests
+	SAFE_OPS_REQUIRE_CLIENTS=1 $(PY) -m pytest -q tests
+
+matrix:
+	$(PYTHON) .ci/matrix.py $(LEGS)
 
 fuzz: build
 	FUZZ_EXAMPLES=2000 $(PY) -m pytest -q tests/test_fuzz.py
