@@ -77,8 +77,13 @@ class CheckedMem {
     const auto a = reinterpret_cast<uintptr_t>(p);
     TORCH_CHECK(a % align == 0, "cuda_on_host: misaligned ", size, "-byte ", what, " at ", p, " (needs ", align,
                 "-byte alignment)");
-    for (const Region& r : *regions_) {
-      if (a >= r.begin && a + size <= r.end) return r;
+    const std::vector<Region>& regions = *regions_;
+    if (last_ < regions.size() && a >= regions[last_].begin && a + size <= regions[last_].end) return regions[last_];
+    for (size_t i = 0; i < regions.size(); ++i) {
+      if (a >= regions[i].begin && a + size <= regions[i].end) {
+        last_ = i;  // the next access is most likely to the same buffer
+        return regions[i];
+      }
     }
     TORCH_CHECK(false, "cuda_on_host: out-of-bounds ", size, "-byte ", what, " at ", p,
                 ": not inside any buffer the kernel was given");
@@ -112,6 +117,7 @@ class CheckedMem {
 
   const std::vector<Region>* regions_;
   Counts* counts_;
+  mutable size_t last_ = 0;
 };
 
 }  // namespace cuda_on_host

@@ -4,8 +4,10 @@
 //     alignment of every access): the ops, called on CPU tensors, compute what the CUDA kernels would.
 //   counts(): [loads, vector loads, stores, vector stores, launches, blocks] since enable(True).
 //   big_elementwise / big_foreach: a 2^31+ element launch over virtual buffers, some blocks only (sparse).
+//   self_test(fault): a launch the checks must stop.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <cstdint>
@@ -192,11 +194,34 @@ std::tuple<at::Tensor, at::Tensor> big_foreach(int64_t n, at::ScalarType dtype, 
   return big.result();
 }
 
+// The checks' own test: the contiguous body of a + b over a 64-float buffer with one element too many
+// ("overrun"), or vectorised on a pointer one float past alignment ("misaligned"). Throws the check's error.
+void self_test(c10::string_view fault) {
+  SimState& st = sim_state();
+  st.regions.clear();
+  at::Tensor buf = at::zeros({65}, at::kFloat);
+  const bool overrun = fault == "overrun";
+  TORCH_CHECK(overrun || fault == "misaligned", "self_test: overrun or misaligned");
+  at::Tensor t = overrun ? buf.slice(0, 0, 64) : buf.slice(0, 1, 65);
+  const HostExec exec{&st};
+  exec.note(t);
+  using Op = cuda_detail::LinearCombination<float>;
+  cuda_detail::GroupWeights<float> w{};
+  w.host[0] = w.host[1] = 1.0f;
+  w.device = nullptr;
+  w.n = 2;
+  const Op op{w, nullptr, nullptr, false, 0.0f, 0.0f};
+  cuda_detail::Ptrs<Op::kOut + Op::kIn> ptrs{};
+  for (int k = 0; k < 3; ++k) ptrs.p[k] = static_cast<char*>(t.data_ptr());
+  exec.contiguous<float>(1, ptrs, overrun ? 65 : 64, /*vectorised=*/!overrun, op);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(safe_ops_cuda_on_host, m) {
   m.def("enable(bool on, int resident_blocks) -> ()", enable);
   m.def("counts() -> int[]", counts);
+  m.def("self_test(str fault) -> ()", self_test);
   m.def(
       "big_elementwise(int n, ScalarType dtype, int offset, int resident_blocks, int[] blocks, int record_from) -> "
       "(Tensor, Tensor)",
