@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU check in one device call (a GPU is lent for ~15 minutes, for everything). Steps, in the order of what
 # matters most if time runs out: build the extension there; import it and run one CUDA op; the CUDA tests
-# (tests/test_cuda.py and the op table's CUDA rows of tests/test_ops.py); a 2^31+ element case; a
+# (tests/test_cuda.py, the CUDA rows of tests/test_ops.py and tests/test_foreach.py); a 2^31+ element case; a
 # compute-sanitizer memcheck of a subset of every op forward+backward and the foreach kernels; the benchmarks.
 #
 #     OUT=/some/dir bash benchmarks/gpu_check.sh             # $OUT defaults to ./gpu_check_out
@@ -139,7 +139,7 @@ if wanted cuda-tests; then
   else
     if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then PER_TEST=(--timeout=60); else PER_TEST=(-o faulthandler_timeout=60); fi
     step cuda-tests bash -c '"$@" 2>&1 | tee "'"$OUT"'/cuda-tests.txt"; exit "${PIPESTATUS[0]}"' _ \
-      "$PY" -m pytest -q -rfE -p no:cacheprovider "${PER_TEST[@]}" tests/test_cuda.py tests/test_ops.py -k cuda
+      "$PY" -m pytest -q -rfE -p no:cacheprovider "${PER_TEST[@]}" tests/test_cuda.py tests/test_ops.py tests/test_foreach.py -k cuda
   fi
 fi
 
