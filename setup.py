@@ -53,7 +53,9 @@ def _generate_registration() -> str:
 
 
 def _extension():
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp"))
+    # csrc/cuda_on_host: the CUDA kernels' bodies run on the host for the tests (built with or without CUDA).
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp")
+                     + glob.glob("csrc/cuda_on_host/*.cpp"))
     sources.append(_generate_registration())
     # -fopenmp: at::parallel_for inlines OpenMP pragmas; without it our loops would run on one thread.
     # -fno-trapping-math: lets the compiler vectorise selects such as lerp's two forms (results unchanged; we

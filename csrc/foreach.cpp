@@ -41,8 +41,9 @@ void check_args(at::TensorList self, at::TensorList operands, int nlists, at::Ar
     TORCH_CHECK(scalar_tensor.dim() == 1 && scalar_tensor.numel() == static_cast<int64_t>(n), "safe_ops.", name,
                 ": a tensor of per-member numbers must be 1-D with one value per member (", n, "), got shape ",
                 scalar_tensor.sizes());
-    TORCH_CHECK(scalar_tensor.device() == device, "safe_ops.", name, ": the per-member numbers are on ",
-                scalar_tensor.device(), " but the members on ", device);
+    // A CPU tensor of numbers joins members on any device, as torch takes a CPU scalar tensor for alpha/weight.
+    TORCH_CHECK(scalar_tensor.device() == device || scalar_tensor.is_cpu(), "safe_ops.", name,
+                ": the per-member numbers are on ", scalar_tensor.device(), " but the members on ", device);
     check_result_dtype(scalar_tensor.scalar_type(), name);
   } else {
     TORCH_CHECK(scalars.size() == n, "safe_ops.", name, ": expected ", n, " numbers (one per member), got ",
@@ -113,10 +114,12 @@ bool members_interact(at::TensorList self, at::TensorList operands, int nlists) 
   return false;
 }
 
-// Where the per-tensor op leaves a member to torch's kernel because torch's bits depend on its loops, not its
+// Where the per-tensor op leaves a member to torch's CPU kernel because torch's bits depend on its loops, not its
 // formula, foreach does too, and stays equal to the per-tensor op: add_ of float16/bfloat16 with alpha != 1
-// (csrc/add.cpp), lerp_ at a number weight of exactly 1 (csrc/lerp.cpp). Writes the member and says so.
+// (csrc/add.cpp), lerp_ at a number weight of exactly 1 (csrc/lerp.cpp). Writes the member and says so. A rule
+// of torch's CPU loops only: torch's CUDA kernels are one formula each, which the fused CUDA kernel computes.
 bool torch_writes_member(std::string_view name, const at::Tensor& t, const at::Tensor& operand, double value) {
+  if (!t.is_cpu()) return false;
   const at::ScalarType dtype = t.scalar_type();
   if (operand.scalar_type() != dtype) return false;
   if (name == "foreach_add_" && value != 1.0 && (dtype == at::kHalf || dtype == at::kBFloat16)) {
@@ -182,10 +185,17 @@ void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList s
 
 void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
                      at::ArrayRef<double> scalars, const std::optional<at::Tensor>& scalar_tensor, const char* name) {
-  const at::Tensor values = scalar_tensor.has_value() ? *scalar_tensor : at::Tensor();
+  at::Tensor values = scalar_tensor.has_value() ? *scalar_tensor : at::Tensor();
   check_args(self, operands, nlists, scalars, values, name);
   // From here on nothing depends on the arguments' validity: members are written only below.
   OpDeviceGuard guard(self[0].device());
+  std::vector<double> cpu_values;  // numbers from a CPU tensor for members elsewhere: read here, no device sync
+  if (values.defined() && values.is_cpu() && !self[0].is_cpu()) {
+    const at::Tensor v = values.to(at::kDouble).contiguous();
+    cpu_values.assign(v.const_data_ptr<double>(), v.const_data_ptr<double>() + v.numel());
+    scalars = cpu_values;
+    values = at::Tensor();
+  }
   // Converted on the device, asynchronously: the values never travel to the host.
   const at::Tensor device_values = values.defined() ? values.to(at::kDouble).contiguous() : at::Tensor();
   if (!members_interact(self, operands, nlists)) {

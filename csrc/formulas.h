@@ -10,6 +10,10 @@
 //   C10_HOST_DEVICE void operator()(const T* in, T* out) const;
 // Each kernel registers one DispatchStub per formula: adding a formula to SAFE_OPS_POINTWISE_FORMULAS below
 // gives it a CPU and a CUDA kernel, named <name>_stub (csrc/kernels.h).
+//
+// operator() is torch's CPU formula. Where torch's CUDA kernel computes differently, the formula also has
+//   C10_HOST_DEVICE void cuda(const T* in, T* out) const;   torch's CUDA order
+// and the CUDA kernels (and their host simulation, csrc/cuda_on_host/) call it through apply_cuda().
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -43,6 +47,44 @@ C10_HOST_DEVICE T rounded(T x) {
   }
 }
 
+// torch's CUDA kernels take a Python number next to a float16/bfloat16 tensor rounded to the tensor's dtype
+// (TensorIterator casts the CPU scalar first: iter.scalar_value); its CPU kernels use the unrounded number.
+template <typename S, typename T>
+C10_HOST_DEVICE T cuda_number(T v) {
+  return rounded<S>(v);
+}
+
+// fma(a, b, c), one rounding, on either side (torch's CUDA addcmul/addcdiv call std::fma explicitly).
+C10_HOST_DEVICE inline float fused_multiply_add(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+  return ::fmaf(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+C10_HOST_DEVICE inline double fused_multiply_add(double a, double b, double c) {
+#ifdef __CUDA_ARCH__
+  return ::fma(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+template <typename F, typename = void>
+struct HasCudaForm : std::false_type {};
+template <typename F>
+struct HasCudaForm<F, std::void_t<decltype(&F::cuda)>> : std::true_type {};
+
+// The formula as torch's CUDA kernel computes it: its cuda() form where it has one, else operator().
+template <typename F, typename T>
+C10_HOST_DEVICE void apply_cuda(const F& f, const T* in, T* out) {
+  if constexpr (HasCudaForm<F>::value) {
+    f.cuda(in, out);
+  } else {
+    f(in, out);
+  }
+}
+
 // [out, a, b]: out = a + alpha·b, torch.add's a + alpha*b (alpha = 1: the exact sum; on CUDA nvcc contracts it
 // to fma(alpha, b, a) as torch's kernel does, as the linear-combination path does). Used by foreach_add_.
 template <typename T, typename S = T>
@@ -53,13 +95,17 @@ struct Add {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + alpha * in[1]; }
 };
 
-// [out, a, b, c]: out = a + (value·b)·c   (torch.addcmul's order).
+// [out, a, b, c]: out = a + (value·b)·c   (torch.addcmul's order on the CPU). On CUDA torch computes
+// value == 1 ? fma(b, c, a) : fma(value, b·c, a)   (pointwise_op_impl, DeviceAddCmulCdiv.cuh; foreach too).
 template <typename T, typename S = T>
 struct Addcmul {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
   C10_HOST_DEVICE explicit Addcmul(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] * in[2]; }
+  C10_HOST_DEVICE void cuda(const T* in, T* out) const {
+    out[0] = value == T(1) ? fused_multiply_add(in[1], in[2], in[0]) : fused_multiply_add(value, in[1] * in[2], in[0]);
+  }
 };
 
 // [g_b, g, c]: one of addcmul's operand gradients, g·(c·value), torch's order (derivatives.yaml: grad *
@@ -70,6 +116,7 @@ struct AddcmulGradOne {
   coef_t<T> value;
   explicit AddcmulGradOne(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] * rounded<S>(in[1] * value); }
+  C10_HOST_DEVICE void cuda(const T* in, T* out) const { out[0] = in[0] * rounded<S>(in[1] * cuda_number<S>(value)); }
 };
 
 // [g_b, g_c, g, b, c]: both, in one pass: g_b = g·(c·value), g_c = g·(b·value).
@@ -82,15 +129,25 @@ struct AddcmulGrads {
     out[0] = in[0] * rounded<S>(in[2] * value);
     out[1] = in[0] * rounded<S>(in[1] * value);
   }
+  C10_HOST_DEVICE void cuda(const T* in, T* out) const {
+    const T v = cuda_number<S>(value);
+    out[0] = in[0] * rounded<S>(in[2] * v);
+    out[1] = in[0] * rounded<S>(in[1] * v);
+  }
 };
 
-// [out, a, b, c]: out = a + (value·b)/c   (torch.addcdiv's order on the CPU).
+// [out, a, b, c]: out = a + (value·b)/c   (torch.addcdiv's order on the CPU). On CUDA torch computes
+// value == 1 ? a + b/c : fma(value, b/c, a).
 template <typename T, typename S = T>
 struct Addcdiv {
   static constexpr int kOut = 1, kIn = 3;
   coef_t<T> value;
   C10_HOST_DEVICE explicit Addcdiv(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] + value * in[1] / in[2]; }
+  C10_HOST_DEVICE void cuda(const T* in, T* out) const {
+    const T q = in[1] / in[2];
+    out[0] = value == T(1) ? in[0] + q : fused_multiply_add(value, q, in[0]);
+  }
 };
 
 // [g_b, g, c]: addcdiv's gradient of tensor1, g·(value/c), where torch's `value / tensor2` fills value into
@@ -103,7 +160,7 @@ struct AddcdivGradTensor1 {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const { out[0] = in[0] * rounded<S>(rounded<S>(value) / in[1]); }
 };
 
-// [g_c, g, b, c]: addcdiv's gradient of tensor2, −g·(value·b/(c·c)).
+// [g_c, g, b, c]: addcdiv's gradient of tensor2, −g·(value·b/(c·c)) (value·b: the number rounded on CUDA).
 template <typename T, typename S = T>
 struct AddcdivGradTensor2 {
   static constexpr int kOut = 1, kIn = 3;
@@ -111,6 +168,9 @@ struct AddcdivGradTensor2 {
   explicit AddcdivGradTensor2(const Scalars& s) : value(static_cast<coef_t<T>>(s[0])) {}
   C10_HOST_DEVICE void operator()(const T* in, T* out) const {
     out[0] = -in[0] * rounded<S>(rounded<S>(value * in[1]) / rounded<S>(in[2] * in[2]));
+  }
+  C10_HOST_DEVICE void cuda(const T* in, T* out) const {
+    out[0] = -in[0] * rounded<S>(rounded<S>(cuda_number<S>(value) * in[1]) / rounded<S>(in[2] * in[2]));
   }
 };
 
@@ -123,6 +183,10 @@ struct AddcdivGrads {
   C10_HOST_DEVICE void operator()(const T* in, T* out) const {
     out[0] = in[0] * rounded<S>(rounded<S>(value) / in[2]);
     out[1] = -in[0] * rounded<S>(rounded<S>(value * in[1]) / rounded<S>(in[2] * in[2]));
+  }
+  C10_HOST_DEVICE void cuda(const T* in, T* out) const {
+    out[0] = in[0] * rounded<S>(rounded<S>(value) / in[2]);
+    out[1] = -in[0] * rounded<S>(rounded<S>(cuda_number<S>(value) * in[1]) / rounded<S>(in[2] * in[2]));
   }
 };
 

@@ -165,7 +165,9 @@ for _op in OPS:
 
 def _foreach_fake(self, operands, scalars, scalar_tensor):
     # In place over lists, returning nothing; the checks a wrong device or count would fail on in the kernel.
-    tensors = list(self) + list(operands) + ([scalar_tensor] if scalar_tensor is not None else [])
+    # A CPU tensor of numbers joins members on any device (csrc/foreach.cpp), as torch's CPU scalar tensors do.
+    joins = scalar_tensor is not None and scalar_tensor.device.type != "cpu"
+    tensors = list(self) + list(operands) + ([scalar_tensor] if joins else [])
     if not self or len(operands) % len(self):
         raise RuntimeError(f"safe_ops foreach: {len(operands)} operands for {len(self)} members")
     for t in tensors:

@@ -11,3 +11,9 @@ def pytest_sessionfinish(session, exitstatus):
     cleanup = getattr(getattr(torch._dynamo.utils, "CleanupManager", None), "instance", None)
     if cleanup is not None and hasattr(cleanup, "clear"):
         cleanup.clear()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda_on_host: the CUDA kernels' bodies executed on the host over a simulated grid (no GPU needed)"
+    )

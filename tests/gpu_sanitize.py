@@ -5,6 +5,7 @@ element: unaligned) in float16/bfloat16/float32/float64, plus odd sizes and layo
 call. ``--big`` instead runs every op on 2^31+ elements (64-bit indexing), if memory allows.
 
     python tests/gpu_sanitize.py          # exits 1 on any mismatch
+    python tests/gpu_sanitize.py --subset # float16 and float32 only: what memcheck runs in gpu_check.sh's time
     python tests/gpu_sanitize.py --big
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safe_ops._declarations import FOREACH_OPS
 from op_table import FLOAT_DTYPES, OP_TABLE, Sample, make_tensor, reference_update, replace_tensors
 
 DEV = "cuda"
+DTYPES = FLOAT_DTYPES  # --subset: float16 and float32 (every vector width but float64's; every code path)
 TOL = {torch.float16: 2e-2, torch.bfloat16: 5e-2, torch.float32: 2e-5, torch.float64: 1e-10}
 failures = []
 checks = 0
@@ -84,7 +86,7 @@ def run_all():
     """Every op of the op table: its samples (all dtypes, broadcast, expanded, K > 8 for accumulate), forward
     and backward; then its benchmark call and its in-place update on the layouts above."""
     for info in OP_TABLE:
-        for dtype in FLOAT_DTYPES:
+        for dtype in DTYPES:
             for sample in info.samples(dtype, DEV):
                 check(f"{info.name} {dtype} {sample.desc}", lambda s: info.op(*s.args, **s.kwargs),
                       lambda s: info.ref(*s.args, **s.kwargs), sample, dtype, grad=not sample.large)
@@ -106,7 +108,7 @@ def run_foreach():
     fp32 members with bf16 operands; against safe_ops' per-tensor op in float64 on the CPU."""
     for fop in FOREACH_OPS:
         base = getattr(safe_ops, fop.base)
-        for dtype, operand_dtype in [(d, d) for d in FLOAT_DTYPES] + [(torch.float32, torch.bfloat16)]:
+        for dtype, operand_dtype in [(d, d) for d in DTYPES] + [(torch.float32, torch.bfloat16)]:
             members = [make_tensor(shape, dtype, DEV, layout) for shape, layout in _layouts(dtype)]
             members += [make_tensor((), dtype, DEV), make_tensor((0,), dtype, DEV)]
             operands = [make_tensor(tuple(m.shape), operand_dtype, DEV, low=0.5) for m in members for _ in fop.lists]
@@ -186,10 +188,13 @@ def run_big():
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--big", action="store_true", help="only the 2^31+ element case")
+    p.add_argument("--subset", action="store_true", help="float16 and float32 only (for memcheck's time)")
     p.add_argument("--device", default="cuda", help="cuda (default); cpu checks this script itself")
     args = p.parse_args()
-    global DEV
+    global DEV, DTYPES
     DEV = args.device
+    if args.subset:
+        DTYPES = (torch.float16, torch.float32)
     if DEV == "cuda" and not torch.cuda.is_available():
         print("no CUDA device")
         return 2
