@@ -78,7 +78,9 @@ def _extensions() -> list:
     # and profilers read it).
     strip = [] if os.environ.get("SAFE_OPS_DEBUG") == "1" else ["-s"]
     # The soname is what the Python extension records as its dependency (found beside it through $ORIGIN).
-    link = ["-fopenmp", "-Wl,-soname,libsafe_ops.so"] + strip
+    # -Bsymbolic-functions: the library's calls to its own functions bind to them at link time (no PLT lookup, and
+    # never to another library's copy of an inline function).
+    link = ["-fopenmp", "-Wl,-soname,libsafe_ops.so", "-Wl,-Bsymbolic-functions"] + strip
     generated = [os.path.join(ROOT, "build", "generated")]  # foreach_ops.h
     if not _want_cuda():
         ops = cpp_extension.CppExtension(
