@@ -2,8 +2,12 @@
 # make lint: ruff (Python) and clang-format (C++/CUDA) at the code's 120 columns; `make format` applies them.
 # make bench: the default benchmark subset (BENCH_ARGS=--all for everything).
 # make matrix: the version matrix (.ci/matrix.py): build and test on each other torch/Python pair claimed
-#   (LEGS="device cpu newest" by default; each leg its own venv and build under build/matrix/<leg>).
+#   (LEGS="device cpu py310 newest" by default; each leg its own venv and build under build/matrix/<leg>).
 # make fuzz: tests/test_fuzz.py at FUZZ_EXAMPLES=2000, 20,000 cases against torch (make test runs 2,000 of them).
+# make wheel: build/dist/safe_ops-*.whl (pip wheel, no build isolation: against the installed torch; the same build
+#   as make build's, so it recompiles nothing current). make wheel-test: installs it into a fresh venv
+#   (build/wheel-venv) that sees this venv's torch through a .pth file (no second 5.5 GB torch) and runs
+#   tests/wheel_smoke.py there, outside the checkout. make test runs it.
 # Everything is incremental: re-running only redoes what changed.
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +19,7 @@ export MAX_JOBS
 BENCH_ARGS ?=
 LEGS ?=
 
-.PHONY: all venv lint format build test matrix fuzz bench clean
+.PHONY: all venv lint format build test matrix fuzz bench clean wheel wheel-test
 
 CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 2>/dev/null)
 
@@ -42,6 +46,7 @@ build: venv
 # SAFE_OPS_REQUIRE_CLIENTS: torchvision and timm are installed here, so their tests must run (tests/clients.py).
 test: lint build
 	SAFE_OPS_REQUIRE_CLIENTS=1 $(PY) -m pytest -q tests
+	$(MAKE) wheel-test
 
 matrix:
 	$(PYTHON) .ci/matrix.py $(LEGS)
@@ -52,5 +57,19 @@ fuzz: build
 bench: build
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
+wheel: build
+	rm -f build/dist/safe_ops-*.whl
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w build/dist .
+	ls -l build/dist/safe_ops-*.whl
+
+WHEEL_VENV := build/wheel-venv
+wheel-test: wheel
+	rm -rf $(WHEEL_VENV)
+	$(PY) -m venv $(WHEEL_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_path('purelib'))" > \
+	  $$($(WHEEL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))")/torch-venv.pth
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps --no-index build/dist/safe_ops-*.whl
+	cd $(WHEEL_VENV) && bin/python $(CURDIR)/tests/wheel_smoke.py
+
 clean:
-	rm -rf build safe_ops/_C*.so
+	rm -rf build safe_ops/_C*.so safe_ops/libsafe_ops.so

@@ -13,6 +13,7 @@ from . import (
 )
 from ._declarations import public_names
 from ._inplace import Decision, can_write_inplace, inplace_decision
+from ._native import library_path
 from .errors import InplaceHazardError
 from .guard import Guard
 
@@ -30,4 +31,5 @@ __all__ = public_names() + [
     "InplaceHazardError",
     "guard",
     "Guard",
+    "library_path",
 ]

@@ -1,5 +1,7 @@
-"""Loads safe_ops._C (which registers torch.ops.safe_ops.*) with an actionable error when it is missing or
-was built against another torch."""
+"""Loads safe_ops._C (its dependency, the op library libsafe_ops.so, registers torch.ops.safe_ops.*) with an
+actionable error when it is missing or was built against another torch."""
+import os
+
 import torch
 
 from ._support import check_torch
@@ -27,3 +29,11 @@ if _C.BUILT_FOR_TORCH != _running:
     )
 
 ops = torch.ops.safe_ops
+
+
+def library_path() -> str:
+    """Path of the op library, libsafe_ops.so: every safe_ops op with no Python dependency.
+
+    A libtorch program or an AOTInductor runner loads it (``dlopen``, or links it) to run models that call
+    safe_ops ops; in Python, ``torch.ops.load_library(safe_ops.library_path())`` alone registers them."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "libsafe_ops.so")
