@@ -21,7 +21,7 @@ LEGS ?=
 
 .PHONY: all venv lint format build test matrix fuzz bench clean wheel wheel-test
 
-CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 2>/dev/null)
+CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 'examples/*.cpp' 2>/dev/null)
 
 all: test
 
