@@ -46,6 +46,7 @@ from ._sharding_rules import (
     _scale_many,
     _scale_many_outputs,
 )
+from ._support import release
 
 _registered = False
 BACKEND: Optional[str] = None  # "single_dim" or "register_sharding", once registered
@@ -165,9 +166,7 @@ def _scale_many_strategy(op, static: bool) -> None:
 def _single_dim_takes_list_results() -> bool:
     """torch 2.13's single-dim expansion counts a Tensor[] result as one output and asserts on scale_many's
     strategies ("Strategy length 3 != expected 2"); 2.14 takes the number of outputs from the strategy."""
-    from torch.torch_version import TorchVersion
-
-    return TorchVersion(torch.__version__) >= "2.14"
+    return release(torch.__version__) >= (2, 14)
 
 
 class _SingleDim:
