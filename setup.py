@@ -61,18 +61,17 @@ OPS_LIBRARY = "safe_ops.libsafe_ops"
 
 def _extensions() -> list:
     schemas, entries = _generate()
-    # The op library: everything but the Python binding (csrc/python_*).
-    sources = [s for s in glob.glob("csrc/*.cpp") if not os.path.basename(s).startswith("python_")]
-    sources = sorted(sources + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp")) + [schemas]
+    # The op library: every layer but the Python binding (csrc/python) and the tests' CUDA simulation.
+    layers = ("core", "ops", "autograd", "cpu")
+    sources = sorted(s for layer in layers for s in glob.glob(f"csrc/{layer}/*.cpp")) + [schemas]
     # -fopenmp: at::parallel_for inlines OpenMP pragmas; without it our loops would run on one thread.
     # -fno-trapping-math: lets the compiler vectorise selects such as lerp's two forms (results unchanged; we
     # never read floating-point exception flags).
     # -ffp-contract=fast: `a + b*c` is one FMA in the loops built for FMA CPUs (isa_loops.h), as torch's kernels
     # compute it; code built for baseline x86-64 has no FMA instruction to contract to.
-    # -I csrc: for the generated files.
     # -g0 (unless SAFE_OPS_DEBUG=1): Python's own flags add -g, and debug info of torch's templates would be most
     # of the library's size.
-    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-ffp-contract=fast", f"-I{os.path.join(ROOT, 'csrc')}"]
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-ffp-contract=fast"]
     cxx += [] if os.environ.get("SAFE_OPS_DEBUG") == "1" else ["-g0"]
     # -s (unless SAFE_OPS_DEBUG=1): no symbol table beyond the dynamic one (11% of the op library; only debuggers
     # and profilers read it).
@@ -81,7 +80,8 @@ def _extensions() -> list:
     # -Bsymbolic-functions: the library's calls to its own functions bind to them at link time (no PLT lookup, and
     # never to another library's copy of an inline function).
     link = ["-fopenmp", "-Wl,-soname,libsafe_ops.so", "-Wl,-Bsymbolic-functions"] + strip
-    generated = [os.path.join(ROOT, "build", "generated")]  # foreach_ops.h
+    # Includes are relative to csrc ("core/formulas.h"); the generated files (foreach_ops.h) live in the build tree.
+    generated = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "build", "generated")]
     if not _want_cuda():
         ops = cpp_extension.CppExtension(
             OPS_LIBRARY, sources, include_dirs=generated, extra_compile_args={"cxx": cxx}, extra_link_args=link
@@ -108,7 +108,7 @@ def _extensions() -> list:
     # code, so in the binding, not in the op library C++ programs deploy.
     binding = cpp_extension.CppExtension(
         "safe_ops._C",
-        ["csrc/python_module.cpp", entries] + sorted(glob.glob("csrc/cuda_on_host/*.cpp")),
+        ["csrc/python/module.cpp", entries] + sorted(glob.glob("csrc/cuda_on_host/*.cpp")),
         include_dirs=generated,
         extra_compile_args={"cxx": cxx},
         libraries=["safe_ops"],

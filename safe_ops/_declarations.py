@@ -56,7 +56,7 @@ class Op:
     inplace_target: str = ""
     # torch has an op of this name and schema (aten::<name>, in place aten::<name>_): it computes the calls the
     # kernels do not (integer, bool and complex dtypes, complex or bool numbers, in-place operands of another
-    # dtype), with torch's own autograd (csrc/twin.h, safe_ops/_twin.py). accumulate has none.
+    # dtype), with torch's own autograd (csrc/core/twin.h, safe_ops/_twin.py). accumulate has none.
     twin: bool = False
     # `input` may be a Python number, as torch.add(2, t) takes it (a wrapped number: it joins the promotion as a
     # number does).
@@ -70,7 +70,7 @@ class ForeachOp:
     ``foreach_<base>_inplace`` (schema: ``foreach_schema_args``), one pass over all of them."""
 
     base: str  # the per-member op, an Op of OPS: "lerp"
-    formula: str  # its element formula in csrc/formulas.h, constructed per member from the number
+    formula: str  # its element formula in csrc/core/formulas.h, constructed per member from the number
     lists: Tuple[str, ...]  # Python names of the operand lists after the target list: ("ends",)
     number: str  # Python name of the per-member number: "weight"
     number_default: Optional[str] = None  # None: required; else keyword-only with this default ("1")

@@ -17,7 +17,7 @@ from ._twin import aten_op, uses_twin
 
 
 def _device(tensors: Sequence[Tensor]) -> torch.device:
-    # Same rule as csrc/ops.cpp common_device: 0-dim CPU tensors join other devices.
+    # Same rule as csrc/core/op_support.cpp common_device: 0-dim CPU tensors join other devices.
     for t in tensors:
         if not (t.dim() == 0 and t.device.type == "cpu"):
             return t.device
@@ -165,7 +165,7 @@ for _op in OPS:
 
 def _foreach_fake(self, operands, scalars, scalar_tensor):
     # In place over lists, returning nothing; the checks a wrong device or count would fail on in the kernel.
-    # A CPU tensor of numbers joins members on any device (csrc/foreach.cpp), as torch's CPU scalar tensors do.
+    # A CPU tensor of numbers joins members on any device (csrc/ops/foreach.cpp), as torch's CPU scalar tensors do.
     joins = scalar_tensor is not None and scalar_tensor.device.type != "cpu"
     tensors = list(self) + list(operands) + ([scalar_tensor] if joins else [])
     if not self or len(operands) % len(self):

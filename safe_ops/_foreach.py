@@ -49,7 +49,7 @@ def _numbers(value, n: int, what: str, name: str) -> Tuple[List[float], Optional
 
 
 def _check_member(name: str, i: int, t: Tensor, others: Sequence, device: torch.device) -> None:
-    """The checks the fused kernel makes (csrc/foreach.cpp), for the members that take the per-tensor path too."""
+    """The checks the fused kernel makes (csrc/ops/foreach.cpp), for the members that take the per-tensor path too."""
     if not isinstance(t, Tensor):
         raise TypeError(f"safe_ops.{name}: member {i} is a {type(t).__name__}, not a tensor")
     for x in (t, *(o for o in others if isinstance(o, Tensor))):

@@ -1,11 +1,11 @@
 """The in-place-when-safe rules shared by every generated ``safe_ops.<op>_`` (``_wrappers.py``).
 
-The decision (``csrc/python_module.cpp``) reads reference counts of the borrowed tensor in C++, where they are
+The decision (``csrc/python/module.cpp``) reads reference counts of the borrowed tensor in C++, where they are
 exact; it needs no global mode and no hooks. The rule table is written once, in README.md ("When does `add_`
 write in place?"). On top of the decision: the result must have the target's shape and dtype, and in grad mode
 the target must not be one of the other operands (the op may save that operand, which the write would destroy).
 The plain case (the decision says IN_PLACE and every operand has the target's dtype and shape) is decided in C++
-by the in-place entry itself (csrc/python_entry.h), in the same call as the write.
+by the in-place entry itself (csrc/python/fast_entry.h), in the same call as the write.
 """
 from __future__ import annotations
 

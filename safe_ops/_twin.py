@@ -1,4 +1,4 @@
-"""Which calls go to torch's own op (the C++ rule of csrc/twin.h, for the fake kernels and the in-place wrappers):
+"""Which calls go to torch's own op (the C++ rule of csrc/core/twin.h, for the fake kernels and the in-place wrappers):
 the hand-written kernels compute float16/bfloat16/float32/float64 with real numbers; integer, bool and complex
 operands, complex or bool numbers, in-place operands of another dtype than the target, and operands of several
 dtypes that autograd records are torch's."""

@@ -2,7 +2,7 @@
 (``_declarations.py``), as straight-line code: the hot path is what one would write by hand.
 
 ``safe_ops.<op>`` is a builtin (``_front``) that passes a plain call to the C fast entry points of the op's
-overloads (``csrc/python_entry.h``), which call the op through the dispatcher, and anything else to the generated
+overloads (``csrc/python/fast_entry.h``), which call the op through the dispatcher, and anything else to the generated
 Python function; the autograd formula runs in C++, so a call costs about what a torch op costs. Under
 torch.compile, or when the fast entry declines (tensor subclasses, torch-function modes, unusual scalars), the
 same op is called through ``torch.ops.safe_ops``, which dynamo traces and which handles everything.
@@ -329,7 +329,7 @@ _REQUIRED = object()
 
 
 def _front(op: Op, functional: Callable) -> Callable:
-    """``safe_ops.<op>`` as a builtin (csrc/python_module.cpp): Python calls the op's fast entries with no Python
+    """``safe_ops.<op>`` as a builtin (csrc/python/module.cpp): Python calls the op's fast entries with no Python
     frame in between, and `functional` for anything they decline; dynamo traces `functional`."""
     names, defaults, npositional = [], [], None
     for part in _python_params(op, op.params).split(", "):

@@ -2,7 +2,7 @@
 // tensor grad_w[i] = ⟨grad, x_i⟩. Saves the x_i only when the weights need a gradient, the weights tensor (K
 // numbers) only when some x_i does; with Python-number weights, nothing but the numbers. Forward mode:
 // Σ w_i·t_i (+ Σ t_w[i]·x_i for a weights tensor), plus the target's tangent for accumulate_inplace.
-#include "common.h"
+#include "autograd/common.h"
 
 #include <ATen/ops/stack.h>
 

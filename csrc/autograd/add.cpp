@@ -1,7 +1,7 @@
 // Autograd for add/sub (functional and in-place): d/dself = grad, d/dother = alpha·grad, each summed to the
 // input's shape. Saves nothing but two shapes and alpha. Forward mode: t_self + alpha·t_other.
-#include "common.h"
-#include "../twin.h"
+#include "autograd/common.h"
+#include "core/twin.h"
 
 namespace safe_ops::autograd {
 namespace {

@@ -1,7 +1,7 @@
 // Autograd for addcdiv: d/dt1 = grad·value/t2, d/dt2 = −grad·value·t1/t2². Saves t2 if either operand needs a
 // gradient, t1 only if t2 does. Forward mode: t_self + value·(t1_t/t2 − t1·t2_t/t2²).
-#include "value_op.h"
-#include "../twin.h"
+#include "autograd/value_op.h"
+#include "core/twin.h"
 
 namespace safe_ops::autograd {
 namespace {

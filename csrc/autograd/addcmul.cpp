@@ -1,7 +1,7 @@
 // Autograd for addcmul: d/dt1 = value·grad·t2, d/dt2 = value·grad·t1. Saves t2 only if t1 needs a gradient, t1
 // only if t2 does. Forward mode: t_self + value·(t1_t·t2 + t1·t2_t).
-#include "value_op.h"
-#include "../twin.h"
+#include "autograd/value_op.h"
+#include "core/twin.h"
 
 namespace safe_ops::autograd {
 namespace {

@@ -14,7 +14,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
-#include "../formulas.h"
+#include "core/formulas.h"
 
 #include <array>
 #include <functional>
@@ -153,7 +153,7 @@ bool backward_needs_graph(const Tensors&... tensors) {
   return c10::GradMode::is_enabled() || ((has_tangent(tensors) || legacy_batched(tensors)) || ...);
 }
 
-// A formula of csrc/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
+// A formula of csrc/core/formulas.h applied to whole tensors with differentiable aten ops: the double-backward path
 // (create_graph=True) computes the same expression as the fused kernels.
 template <template <typename...> class Formula, typename... Tensors>
 std::array<at::Tensor, Formula<at::Tensor>::kOut> apply_formula(double scalar, const Tensors&... inputs) {

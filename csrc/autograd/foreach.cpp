@@ -4,7 +4,7 @@
 // in-place ops they bump each member's version, so a node that saved the memory through an alias (a detach(), a
 // view) raises torch's error at backward instead of reading the new values. Registered here, the call also skips
 // torch's boxed autograd fallback, which copied every list into IValues (~0.2 us a member).
-#include "common.h"
+#include "autograd/common.h"
 #include "foreach_ops.h"
 
 #include <c10/core/GradMode.h>

@@ -1,8 +1,8 @@
 // Autograd for lerp. Number weight w: d/dself = (1−w)·grad, d/dend = w·grad; saves nothing but w and shapes.
 // Tensor weight: also d/dweight = grad·(end − self); saves weight only if self or end needs a gradient, self
 // and end only if weight does. Forward mode: t_self + w·(t_end − t_self) (+ t_w·(end − self)).
-#include "common.h"
-#include "../twin.h"
+#include "autograd/common.h"
+#include "core/twin.h"
 
 #include <ATen/ops/lerp.h>
 

@@ -1,7 +1,7 @@
 // Autograd for ops of the form self + value·f(tensor1, tensor2) (addcmul and its kin): d/dself = grad and the two
 // operand gradients of f, each summed to its input's shape. An op supplies a Traits struct:
 //   static constexpr const char* kName, kOp, kInplaceOp, kBackwardOp;   (node name, schema names)
-//   template <typename T> using Grad1 = ...; template <typename T> using Grad2 = ...;   (csrc/formulas.h)
+//   template <typename T> using Grad1 = ...; template <typename T> using Grad2 = ...;   (csrc/core/formulas.h)
 //   static constexpr bool kGrad2ReadsT2;   d/dtensor2 reads tensor2 too, or only tensor1 (addcmul)
 //   static bool saves_t1(bool need1, bool need2); static bool saves_t2(bool need1, bool need2);
 //   static at::Tensor tangent(t1, t2, t1_t, t2_t);   forward mode: the tangent of f (an operand tangent
@@ -9,7 +9,7 @@
 // Saved: only what the requested gradients read (never self).
 #pragma once
 
-#include "common.h"
+#include "autograd/common.h"
 
 namespace safe_ops::autograd {
 

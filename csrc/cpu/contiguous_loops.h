@@ -1,4 +1,4 @@
-// The inner loops of the CPU kernels, included twice by kernels.cpp (isa_loops.h): for the baseline x86-64
+// The inner loops of the CPU kernels, included twice by elementwise_kernels.cpp (isa_loops.h): for the baseline x86-64
 // target and under `#pragma GCC target("avx2,fma")`, in namespaces SAFE_OPS_ISA = baseline / avx2. Only plain
 // loops over raw pointers live here: nothing from a library is first instantiated under the AVX2 target. In the
 // avx2 loops `a + b*c` is one fused multiply-add (the build contracts, -ffp-contract=fast), as in torch's
@@ -56,8 +56,8 @@ inline void accumulate_range(opmath_t<scalar_t>* acc, scalar_t* out, const scala
 }
 
 // How far ahead (bytes) each input stream is prefetched when an in-place call's operands come from memory
-// (csrc/cpu/kernels.cpp decides when). With up to nine streams in one pass the hardware prefetchers alone left
-// accumulate_ K=8 at 1M-4M floats ~10% short (2-core Xeon VM: 1.80-1.95x the add_ loop without, 1.98-2.18x with
+// (csrc/cpu/elementwise_kernels.cpp decides when). With up to nine streams in one pass the hardware prefetchers alone
+// left accumulate_ K=8 at 1M-4M floats ~10% short (2-core Xeon VM: 1.80-1.95x the add_ loop without, 1.98-2.18x with
 // 1-2 KB ahead, one process alternating).
 constexpr int64_t kPrefetchBytes = 2048;
 

@@ -1,7 +1,7 @@
 // CPU foreach kernels: one at::parallel_for over all members of a group, split by bytes moved (not by member, so
 // many small tensors still keep every core busy), each thread walking its byte range member by member through the
-// vectorised contiguous loop. csrc/foreach.cpp hands over dense members only (strided ones as dense copies).
-#include "../kernels.h"
+// vectorised contiguous loop. csrc/ops/foreach.cpp hands over dense members only (strided ones as dense copies).
+#include "core/dispatch_stubs.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #define SAFE_OPS_LOOPS "foreach_loops.h"
-#include "isa_loops.h"  // the loops once per instruction set, and SAFE_OPS_PICK
+#include "cpu/isa_loops.h"  // the loops once per instruction set, and SAFE_OPS_PICK
 #undef SAFE_OPS_LOOPS
 
 namespace safe_ops {

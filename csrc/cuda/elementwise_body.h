@@ -1,5 +1,5 @@
 // The per-thread bodies of the elementwise CUDA kernels and the ops they run, as host-and-device functions of the
-// grid position (grid.h): the __global__ wrappers (kernels.cu) call them with blockIdx/threadIdx, the host
+// grid position (grid.h): the __global__ wrappers (elementwise_kernels.cu) call them with blockIdx/threadIdx, the host
 // simulation (csrc/cuda_on_host/) with every position of a simulated grid. No CUDA header here.
 //
 // An op is a small functor with a fixed maximum arity (kOut outputs, kIn inputs per launch). The body loads the
@@ -21,8 +21,8 @@
 #include <array>
 #include <cstdint>
 
-#include "../formulas.h"
-#include "grid.h"
+#include "core/formulas.h"
+#include "cuda/grid.h"
 
 namespace safe_ops {
 namespace cuda_detail {
@@ -200,7 +200,7 @@ C10_HOST_DEVICE void sum_partials_body(const GridPos& pos, const Mem& mem, const
   mem.store(result + pos.thread, mem.template load<double>(result + pos.thread) + sum);
 }
 
-// A formula of csrc/formulas.h as a launcher op: the launcher loads, the formula does the math, in torch's CUDA
+// A formula of csrc/core/formulas.h as a launcher op: the launcher loads, the formula does the math, in torch's CUDA
 // form (formulas::apply_cuda).
 template <template <typename...> class Formula>
 struct FormulaOp {

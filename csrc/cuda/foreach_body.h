@@ -1,10 +1,10 @@
 // The multi-tensor-apply foreach kernel (as ATen's MultiTensorApply.cuh and apex) as host-and-device code: the
 // metadata a launch carries, the per-thread chunk walker, and the host's packing of members into launches, so
-// the same code runs on the device (foreach.cu) and in the host simulation (csrc/cuda_on_host/). The host packs
+// the same code runs on the device (foreach_kernels.cu) and in the host simulation (csrc/cuda_on_host/). The host packs
 // the members' pointers, sizes and numbers into a Meta passed by value as the kernel's parameter (no copy to the
 // device, no sync), up to Meta::kTensors members and kMaxBlocks chunks per launch; block b runs chunk b of its
 // member. 16-byte vector loads/stores where the chunk's pointers allow, a bounds-checked tail, 64-bit offsets.
-// The math is the formula of csrc/formulas.h in torch's CUDA form, built per member from its number (read on the
+// The math is the formula of csrc/core/formulas.h in torch's CUDA form, built per member from its number (read on the
 // device when the numbers are a tensor), in opmath, rounded once to the member's dtype.
 #pragma once
 
@@ -15,8 +15,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "../formulas.h"
-#include "grid.h"
+#include "core/formulas.h"
+#include "cuda/grid.h"
 
 namespace safe_ops {
 namespace foreach_detail {

@@ -1,11 +1,11 @@
-// A ForeachGroup (csrc/kernels.h) as the packer's members (foreach_body.h): shared by the CUDA kernels and the
-// host simulation.
+// A ForeachGroup (csrc/core/dispatch_stubs.h) as the packer's members (foreach_body.h): shared by the CUDA kernels and
+// the host simulation.
 #pragma once
 
 #include <vector>
 
-#include "../kernels.h"
-#include "foreach_body.h"
+#include "core/dispatch_stubs.h"
+#include "cuda/foreach_body.h"
 
 namespace safe_ops {
 namespace foreach_detail {

@@ -1,6 +1,6 @@
 // What a CUDA kernel body sees, written so the same body runs on the device (the __global__ wrappers in
-// kernels.cu / foreach.cu) and on the host over a simulated grid (csrc/cuda_on_host/): its grid position and a
-// memory accessor. No CUDA header here: g++ compiles it too.
+// elementwise_kernels.cu / foreach_kernels.cu) and on the host over a simulated grid (csrc/cuda_on_host/): its grid
+// position and a memory accessor. No CUDA header here: g++ compiles it too.
 #pragma once
 
 #include <c10/macros/Macros.h>

@@ -1,4 +1,4 @@
-// The CUDA kernels' host functions (what the DispatchStubs call), over an executor (launch.h): kernels.cu
+// The CUDA kernels' host functions (what the DispatchStubs call), over an executor (launch.h): elementwise_kernels.cu
 // registers them with the CUDA executor, the host simulation (csrc/cuda_on_host/) with its own.
 #pragma once
 
@@ -6,8 +6,8 @@
 
 #include <algorithm>
 
-#include "../kernels.h"
-#include "launch.h"
+#include "core/dispatch_stubs.h"
+#include "cuda/launch.h"
 
 namespace safe_ops {
 namespace cuda_detail {

@@ -1,6 +1,6 @@
 // The host side of the elementwise CUDA kernels, written once over an executor `Exec` that runs a kernel body on
-// a grid: the CUDA one launches the __global__ wrappers (kernels.cu), the host simulation walks the grid on the
-// CPU with checked memory (csrc/cuda_on_host/). Exec provides:
+// a grid: the CUDA one launches the __global__ wrappers (elementwise_kernels.cu), the host simulation walks the grid on
+// the CPU with checked memory (csrc/cuda_on_host/). Exec provides:
 //   static constexpr c10::DeviceType kDevice;            the device the iterators' tensors are on
 //   int resident_blocks() const;                         blocks resident at once (grid-stride loops)
 //   void note(const at::TensorBase&) const;              a buffer the kernels may touch (bounds checks)
@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "elementwise_body.h"
+#include "cuda/elementwise_body.h"
 
 namespace safe_ops {
 namespace cuda_detail {

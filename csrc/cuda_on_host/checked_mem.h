@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "../cuda/grid.h"
+#include "cuda/grid.h"
 
 namespace safe_ops {
 namespace cuda_on_host {

@@ -10,9 +10,9 @@
 #include <limits>
 #include <vector>
 
-#include "../cuda/elementwise_body.h"
-#include "../cuda/foreach_body.h"
-#include "checked_mem.h"
+#include "cuda/elementwise_body.h"
+#include "cuda/foreach_body.h"
+#include "cuda_on_host/checked_mem.h"
 
 namespace safe_ops {
 namespace cuda_on_host {

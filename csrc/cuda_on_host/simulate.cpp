@@ -14,10 +14,10 @@
 #include <tuple>
 #include <vector>
 
-#include "../cuda/foreach_members.h"
-#include "../cuda/kernel_hosts.h"
-#include "../kernels.h"
-#include "host_exec.h"
+#include "cuda/foreach_members.h"
+#include "cuda/kernel_hosts.h"
+#include "core/dispatch_stubs.h"
+#include "cuda_on_host/host_exec.h"
 
 namespace safe_ops {
 namespace cuda_on_host {

@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "kernel_hosts.h"
+#include "cuda/kernel_hosts.h"
 
 namespace safe_ops {
 namespace {

@@ -1,5 +1,5 @@
-// Device-agnostic op code shared by csrc/<op>.cpp: argument checks, result dtype, operand preparation and the
-// TensorIterator that hands the operands to a device kernel (csrc/kernels.h).
+// Device-agnostic op code shared by csrc/ops/<op>.cpp: argument checks, result dtype, operand preparation and the
+// TensorIterator that hands the operands to a device kernel (csrc/core/dispatch_stubs.h).
 #pragma once
 
 #include <ATen/TensorIterator.h>
@@ -12,7 +12,7 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels.h"
+#include "core/dispatch_stubs.h"
 
 namespace safe_ops {
 
@@ -22,7 +22,7 @@ void check_result_dtype(at::ScalarType dtype, const char* op_name);
 // Whether lerp's number weight is exactly 1 in the kernel's opmath (float32 for every dtype but float64). There
 // torch's result has a zero sign that depends on its loop, not its formula: its vectorised body computes
 // (w−1)·(end−self) + end, its scalar tail end − (end−self)·(1−w), and for end = −0 the two zeros differ. Such
-// calls run torch's own kernel (csrc/lerp.cpp, csrc/foreach.cpp), so the bits stay torch's.
+// calls run torch's own kernel (csrc/ops/lerp.cpp, csrc/ops/foreach.cpp), so the bits stay torch's.
 inline bool lerp_weight_is_one(double weight, at::ScalarType dtype) {
   return (dtype == at::kDouble ? weight : static_cast<double>(static_cast<float>(weight))) == 1.0;
 }
@@ -54,7 +54,7 @@ struct OpDeviceGuard {
 // Raises the error an in-place op gives when the result cannot be written into `self` (shape or dtype).
 void check_inplace_result(const at::Tensor& self, at::ScalarType result_dtype, const char* op_name);
 
-// Runs a pointwise formula's kernel (csrc/formulas.h) on the device of `inputs`: `noutputs` new outputs at the
+// Runs a pointwise formula's kernel (csrc/core/formulas.h) on the device of `inputs`: `noutputs` new outputs at the
 // broadcast shape, or `out` written in place (then noutputs is 1 and out must have the broadcast shape). The
 // inputs must already have the kernel's dtype and device (prepare_operand). Returns the outputs.
 std::vector<at::Tensor> run_pointwise(const DispatchStub<PointwiseFn>& stub, const at::Tensor& out, int noutputs,

@@ -17,7 +17,7 @@
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
-#include "inplace_decision.h"
+#include "core/inplace_decision.h"
 
 #include <optional>
 #include <type_traits>

@@ -5,9 +5,9 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "../kernels.h"
-#include "foreach_body.h"
-#include "foreach_members.h"
+#include "core/dispatch_stubs.h"
+#include "cuda/foreach_body.h"
+#include "cuda/foreach_members.h"
 
 namespace safe_ops {
 namespace {

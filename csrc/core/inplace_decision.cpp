@@ -1,4 +1,4 @@
-#include "inplace_decision.h"
+#include "core/inplace_decision.h"
 
 #include <ATen/MemoryOverlap.h>
 #include <ATen/SavedTensorHooks.h>

@@ -1,7 +1,7 @@
 // CPU kernels. Every loop runs inside TensorIterator::for_each (which splits the work with at::parallel_for)
 // and has two bodies: a contiguous one, written so the compiler vectorises it, and a strided one for
 // broadcast / transposed operands. Arithmetic is in at::opmath_type (float for half/bfloat16).
-#include "../kernels.h"
+#include "core/dispatch_stubs.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #define SAFE_OPS_LOOPS "contiguous_loops.h"
-#include "isa_loops.h"  // the loops once per instruction set, and SAFE_OPS_PICK
+#include "cpu/isa_loops.h"  // the loops once per instruction set, and SAFE_OPS_PICK
 #undef SAFE_OPS_LOOPS
 
 namespace safe_ops {
@@ -206,7 +206,7 @@ void map_elementwise(at::TensorIteratorBase& iter, const F& f) {
   });
 }
 
-// A formula of csrc/formulas.h over the whole iterator, in opmath.
+// A formula of csrc/core/formulas.h over the whole iterator, in opmath.
 template <template <typename...> class Formula>
 void pointwise_kernel(at::TensorIteratorBase& iter, const formulas::Scalars& scalars) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, iter.common_dtype(), "safe_ops_pointwise", [&] {

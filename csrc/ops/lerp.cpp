@@ -1,6 +1,6 @@
 // lerp: out = self + weight·(end − self) with torch.lerp's formula; weight a number or a tensor.
-#include "ops.h"
-#include "twin.h"
+#include "core/op_support.h"
+#include "core/twin.h"
 
 #include <ATen/ops/lerp.h>
 
@@ -82,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lerp_backward(const at::Tensor& g
     TORCH_CHECK(t.has_value() && t->defined(), "lerp_backward: the requested gradients need ", what);
     return *t;
   };
-  // The formula's operand order (csrc/formulas.h LerpBackward): g, then self and end, then weight.
+  // The formula's operand order (csrc/core/formulas.h LerpBackward): g, then self and end, then weight.
   std::vector<at::Tensor> inputs{grad};
   if (mask & 4) {
     inputs.push_back(prepare_operand(require(self, "self"), dtype, device));

@@ -1,6 +1,7 @@
 // The element formulas of the pointwise ops and their backward passes, each written once and used by the CPU
-// loop (csrc/cpu/kernels.cpp), the CUDA functor (csrc/cuda/kernels.cu) and, instantiated with at::Tensor, by the
-// autograd Nodes' differentiable double-backward path (csrc/autograd/common.h). As ATen's lerp_value in Lerp.h.
+// loop (csrc/cpu/elementwise_kernels.cpp), the CUDA functor (csrc/cuda/elementwise_kernels.cu) and, instantiated with
+// at::Tensor, by the autograd Nodes' differentiable double-backward path (csrc/autograd/common.h). As ATen's lerp_value
+// in Lerp.h.
 //
 // A formula is a class template over the value type T (at::opmath_type of the tensors' dtype in the kernels) and
 // the storage type S (the dtype itself; S = T for whole tensors), which backward formulas use to round where
@@ -9,7 +10,7 @@
 //   explicit F(const Scalars&);                      the op's numbers (value, weight), converted once
 //   C10_HOST_DEVICE void operator()(const T* in, T* out) const;
 // Each kernel registers one DispatchStub per formula: adding a formula to SAFE_OPS_POINTWISE_FORMULAS below
-// gives it a CPU and a CUDA kernel, named <name>_stub (csrc/kernels.h).
+// gives it a CPU and a CUDA kernel, named <name>_stub (csrc/core/dispatch_stubs.h).
 //
 // operator() is torch's CPU formula. Where torch's CUDA kernel computes differently, the formula also has
 //   C10_HOST_DEVICE void cuda(const T* in, T* out) const;   torch's CUDA order

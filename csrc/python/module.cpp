@@ -1,7 +1,7 @@
 // The Python module safe_ops._C. Importing it registers the ops (static initialisers in this library). It also
 // carries the in-place safety decision, written against the borrowed Python tensor so that reference counts are
 // exactly what autograd and other tensors hold, with no argument-passing copies in between, and the fast entry
-// points generated from safe_ops/_declarations.py (csrc/python_entry.h).
+// points generated from safe_ops/_declarations.py (csrc/python/fast_entry.h).
 #include <Python.h>
 
 #include <torch/csrc/api/include/torch/version.h>
@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "autograd/common.h"
-#include "inplace_decision.h"
-#include "python_entry.h"
+#include "core/inplace_decision.h"
+#include "python/fast_entry.h"
 
 namespace {
 

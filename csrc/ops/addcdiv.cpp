@@ -1,6 +1,6 @@
 // addcdiv: out = self + value·tensor1/tensor2 (torch.addcdiv: Adam's update), and its backward op.
-#include "ops.h"
-#include "twin.h"
+#include "core/op_support.h"
+#include "core/twin.h"
 
 namespace safe_ops {
 namespace {

@@ -1,8 +1,8 @@
-// The device kernels, registered by name per device type (ATen's DispatchStub, small): csrc/cpu/kernels.cpp and
-// csrc/cuda/kernels.cu each register their function for every stub declared here, by stub name, so there is no
-// table filled by position. The device-agnostic op code (csrc/*.cpp) checks arguments, picks the result dtype,
-// converts operands to it, builds an at::TensorIterator and calls stub(device)(iter, ...). A kernel gets operands
-// of one floating dtype at the iterator's shape, computes in at::opmath_type and rounds once.
+// The device kernels, registered by name per device type (ATen's DispatchStub, small): csrc/cpu/elementwise_kernels.cpp
+// and csrc/cuda/elementwise_kernels.cu each register their function for every stub declared here, by stub name, so
+// there is no table filled by position. The device-agnostic op code (csrc/ops/*.cpp) checks arguments, picks the result
+// dtype, converts operands to it, builds an at::TensorIterator and calls stub(device)(iter, ...). A kernel gets
+// operands of one floating dtype at the iterator's shape, computes in at::opmath_type and rounds once.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "foreach_ops.h"  // generated from safe_ops/_declarations.py (build/generated)
-#include "formulas.h"
+#include "core/formulas.h"
 
 namespace at {
 struct TensorIteratorBase;
@@ -78,12 +78,12 @@ SAFE_OPS_DECLARE_STUB(scale_many_stub, LinearFn);
 // operands [g, x_0 .. x_{K-1}] (no outputs): result[i] += Σ_j g[j]·x_i[j].
 // result: K-element float64 tensor on the device, zero-initialised by the caller.
 SAFE_OPS_DECLARE_STUB(dot_many_stub, DotManyFn);
-// One stub per pointwise formula (csrc/formulas.h): <name>_stub.
+// One stub per pointwise formula (csrc/core/formulas.h): <name>_stub.
 #define SAFE_OPS_DECLARE_POINTWISE_STUB(name, formula) SAFE_OPS_DECLARE_STUB(name##_stub, PointwiseFn);
 SAFE_OPS_POINTWISE_FORMULAS(SAFE_OPS_DECLARE_POINTWISE_STUB)
 #undef SAFE_OPS_DECLARE_POINTWISE_STUB
 
-// One group of a foreach call (csrc/foreach.cpp): members of one dtype whose operands share one floating dtype
+// One group of a foreach call (csrc/ops/foreach.cpp): members of one dtype whose operands share one floating dtype
 // (possibly another: an fp32 EMA of a bf16 model), each member and its operands non-overlapping and dense with
 // the same strides, so member i is a flat run of numel elements. The kernel computes member[i] =
 // formula(member[i], operands...) in opmath with the formula built from member i's number, rounding once.

@@ -1,5 +1,5 @@
 // accumulate: Σ w_i·x_i over K broadcastable tensors in one pass, and its backward ops (scale_many, dot_many).
-#include "ops.h"
+#include "core/op_support.h"
 
 #include <ATen/ops/cat.h>
 #include <ATen/ops/ones.h>

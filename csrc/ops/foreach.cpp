@@ -1,6 +1,6 @@
 // foreach_<op>_inplace(self[], operands[], scalars, scalar_tensor): one fused in-place pass of the op's formula over
-// every member of a list (the multi-tensor kernels: csrc/cpu/foreach_kernels.cpp, csrc/cuda/foreach.cu). The ops
-// are listed in safe_ops/_declarations.py (FOREACH_OPS); safe_ops.foreach_<op>_ applies the in-place rules per
+// every member of a list (the multi-tensor kernels: csrc/cpu/foreach_kernels.cpp, csrc/cuda/foreach_kernels.cu). The
+// ops are listed in safe_ops/_declarations.py (FOREACH_OPS); safe_ops.foreach_<op>_ applies the in-place rules per
 // member and sends here only the members to write. Every argument check runs before any member is written, so
 // a bad member leaves the whole list unchanged.
 #include <ATen/MemoryOverlap.h>
@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "ops.h"
+#include "core/op_support.h"
 
 namespace safe_ops {
 namespace {
@@ -116,7 +116,7 @@ bool members_interact(at::TensorList self, at::TensorList operands, int nlists) 
 
 // Where the per-tensor op leaves a member to torch's CPU kernel because torch's bits depend on its loops, not its
 // formula, foreach does too, and stays equal to the per-tensor op: add_ of float16/bfloat16 with alpha != 1
-// (csrc/add.cpp), lerp_ at a number weight of exactly 1 (csrc/lerp.cpp). Writes the member and says so. A rule
+// (csrc/ops/add.cpp), lerp_ at a number weight of exactly 1 (csrc/ops/lerp.cpp). Writes the member and says so. A rule
 // of torch's CPU loops only: torch's CUDA kernels are one formula each, which the fused CUDA kernel computes.
 bool torch_writes_member(std::string_view name, const at::Tensor& t, const at::Tensor& operand, double value) {
   if (!t.is_cpu()) return false;

@@ -1,4 +1,4 @@
-#include "kernels.h"
+#include "core/dispatch_stubs.h"
 
 namespace safe_ops {
 

@@ -1,6 +1,6 @@
 // add and sub: out = self ± alpha·other, one linear-combination pass. `other` may be a Python number.
-#include "ops.h"
-#include "twin.h"
+#include "core/op_support.h"
+#include "core/twin.h"
 
 #include <ATen/native/TypeProperties.h>
 #include <ATen/ops/add.h>

@@ -1,4 +1,4 @@
-#include "ops.h"
+#include "core/op_support.h"
 
 #include <ATen/native/TypeProperties.h>
 #include <c10/util/SmallVector.h>
