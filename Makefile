@@ -19,7 +19,7 @@ export MAX_JOBS
 BENCH_ARGS ?=
 LEGS ?=
 
-.PHONY: all venv lint format build test matrix fuzz bench clean wheel wheel-test
+.PHONY: all venv lint format generate build test matrix fuzz bench clean wheel wheel-test
 
 CXX_SOURCES = $(shell git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 'examples/*.cpp' 2>/dev/null)
 
@@ -39,6 +39,10 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
+
+# make generate: the code written from safe_ops/_declarations.py (safe_ops/_generated.py; setup.py runs it too).
+generate:
+	$(PYTHON) csrc/codegen/python_wrappers.py
 
 build: venv
 	$(PY) setup.py -q build_ext --inplace

@@ -52,6 +52,9 @@ def _generate() -> tuple:
     import generate  # noqa: E402
 
     generate.main()
+    import python_wrappers  # noqa: E402  (safe_ops/_generated.py, committed: rewritten only when stale)
+
+    python_wrappers.main()
     return os.path.relpath(generate.SCHEMAS, ROOT), os.path.relpath(generate.ENTRIES, ROOT)
 
 
