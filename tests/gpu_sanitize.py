@@ -1,4 +1,4 @@
-"""Every safe_ops op of the op table (tests/op_table.py), forward and backward and in place, on CUDA, against a
+"""Every safe_ops op of the op table (tests/op_table/), forward and backward and in place, on CUDA, against a
 float64 CPU reference: small sizes, so it can run under ``compute-sanitizer --tool memcheck`` (gpu_check.sh does
 that). Covers the table's samples (K > 8 for accumulate, broadcast, expanded, transposed, sliced, offset by one
 element: unaligned) in float16/bfloat16/float32/float64, plus odd sizes and layouts for each op's benchmark
