@@ -1,11 +1,12 @@
 """Drop-in parity with torch on PyTorch's own OpInfo samples (issue 11).
 
 For the op_db entries of every op of the table that mirrors a torch op (tests/op_table/), every CPU dtype torch
-supports, and every sample of ``sample_inputs``, ``reference_inputs`` and ``error_inputs``: ``safe_ops.<name>`` gives torch's values (bitwise),
-dtype and shape, or raises torch's exception type; ``safe_ops.<name>_`` does what ``torch.Tensor.<name>_`` does on a
-clone (raises where it raises; where it writes, writes the same values into the target under no_grad and returns
-the target); float64/complex128 gradients match torch's. Each test checks every sample of its (entry, dtype, kind)
-and reports all mismatches at once; ``test_sample_count`` fails if far fewer samples were checked than measured.
+supports, and every sample of ``sample_inputs``, ``reference_inputs`` and ``error_inputs``: ``safe_ops.<name>``
+gives torch's values (bitwise), dtype and shape, or raises torch's exception type; ``safe_ops.<name>_`` does what
+``torch.Tensor.<name>_`` does on a clone (raises where it raises; where it writes, writes the same values into the
+target under no_grad and returns the target); float64/complex128 gradients match torch's. Each test checks every
+sample of its (entry, dtype, kind) and reports all mismatches at once; ``test_sample_count`` fails if far fewer
+samples were checked than measured.
 """
 from __future__ import annotations
 
