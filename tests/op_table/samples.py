@@ -203,3 +203,35 @@ def value_op_half_grads(name):
         return grads, want
 
     return make
+
+
+# ---- foreach members -------------------------------------------------------------------------------------
+
+def odd_members(dtype, device):
+    """Shapes and layouts a parameter list can hold: 0-dim, empty, 1-D, big (several kernel chunks), channels_last,
+    transposed, a strided slice, sizes that leave vector tails."""
+    def t(*shape):
+        return torch.randn(shape, device=device).to(dtype)
+
+    def strided(shape, stride):  # not a view (the rules would copy a view), not contiguous
+        return torch.empty_strided(shape, stride, device=device, dtype=dtype).copy_(t(*shape))
+
+    return [t(), t(0), t(7), t(3, 5), t(70001), t(2, 3, 4, 5).to(memory_format=torch.channels_last),
+            strided((5, 3), (1, 5)), strided((6, 5), (10, 2)), t(1, 1), t(4099)]
+
+
+def like(members, dtype=None):
+    """Operands for the members: their shapes, a layout of their own."""
+    out = []
+    for m in members:
+        o = torch.randn(m.shape, device=m.device).to(dtype or m.dtype)
+        out.append(o.t().contiguous().t() if m.dim() == 2 and m.stride(0) == 1 else o)  # a layout of its own
+    return out
+
+
+def foreach_args(info, n=3, seed=0):
+    """n float64 members of 4 elements and the foreach op's operand lists, seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    ts = [torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(n)]
+    xs = info.operand_lists(lambda: [torch.randn(4, generator=gen, dtype=torch.float64) for _ in range(n)])
+    return ts, xs
