@@ -215,6 +215,15 @@ def _cuda_64bit_indexing():
     assert a[-1].item() == 3.0
 
 
+def _cuda_half_gradients_are_the_numbers_times_grad(dtype):
+    """grad * number with the number rounded to the dtype, as torch's CUDA kernels read it."""
+    torch.manual_seed(1)
+    s, t1, g = (torch.randn(4099, device="cuda", dtype=dtype) for _ in range(3))
+    xs = [x.clone().requires_grad_() for x in (s, t1)]
+    got = torch.autograd.grad(safe_ops.accumulate(xs, [0.3, -1.7]), xs, g)
+    assert torch.equal(got[0], g * 0.3) and torch.equal(got[1], g * -1.7)
+
+
 def _cuda_weight_gradients_are_deterministic():
     """float64 weight gradients (dot_many) have the same bits from run to run: no atomics."""
     xs = [torch.randn(1 << 20, device="cuda", dtype=torch.float64) for _ in range(10)]
@@ -256,5 +265,8 @@ OP = OpInfo(
         Check("cuda", "weights_tensor_backward_and_no_host_sync", _cuda_weights_tensor_backward_and_no_host_sync),
         Check("cuda", "64bit_indexing", _cuda_64bit_indexing),
         Check("cuda", "weight_gradients_are_deterministic", _cuda_weight_gradients_are_deterministic),
+        *(Check("cuda", f"half_gradients_are_the_numbers_times_grad-{str(d)[6:]}",
+                lambda d=d: _cuda_half_gradients_are_the_numbers_times_grad(d))
+          for d in (torch.float16, torch.bfloat16)),
     ),
 )

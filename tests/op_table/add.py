@@ -153,6 +153,7 @@ FOREACH = ForeachInfo(
     "foreach_add",
     lambda ts, xs, w: torch._foreach_add_(ts, xs[0], alpha=w),
     exact_at_one=True,
+    cuda_half_number=0.3,  # alpha != 1
     bad_inputs=(
         ("last member's shape", lambda a: safe_ops.foreach_add_(a, [torch.randn(3), torch.randn(5)]), RuntimeError,
          lambda a: torch._foreach_add_(a, [torch.randn(3), torch.randn(5)])),
