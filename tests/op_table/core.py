@@ -242,6 +242,8 @@ class ForeachInfo:
     exact_at_one: bool = False
     # Bad calls: (id, call(a), error, torch_call(a) or None), a a fresh list of two members (test_foreach_bad_input).
     bad_inputs: Tuple[Tuple[str, Callable, type, Optional[Callable]], ...] = ()
+    # The number of the DTensor checks (tests/distributed/_worker.py).
+    dtensor_number: float = 2.0
     # A number at which the fused kernel must stay fused on CUDA in float16/bfloat16, with torch's bits.
     cuda_half_number: Optional[float] = None
     skips: Tuple[Tuple[str, str], ...] = ()

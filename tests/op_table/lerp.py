@@ -198,6 +198,7 @@ OP = OpInfo(
 FOREACH = ForeachInfo(
     "foreach_lerp",
     lambda ts, xs, w: torch._foreach_lerp_(ts, xs[0], w),
+    dtensor_number=0.3,
     cuda_half_number=1.0,  # the weight at which torch's zero signs come from its loop
     bad_inputs=(
         ("list lengths", lambda a: safe_ops.foreach_lerp_(a, [torch.randn(3)], 0.5), RuntimeError,
