@@ -112,7 +112,7 @@ def run_foreach():
             members = [make_tensor(shape, dtype, DEV, layout) for shape, layout in _layouts(dtype)]
             members += [make_tensor((), dtype, DEV), make_tensor((0,), dtype, DEV)]
             operands = [make_tensor(tuple(m.shape), operand_dtype, DEV, low=0.5) for m in members for _ in fop.lists]
-            values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both of lerp's forms
+            values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both forms of an interpolation weight
             k = len(fop.lists)
             kw = {fop.number_keyword: None} if fop.number_keyword else {}
             want = []
