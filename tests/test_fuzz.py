@@ -190,7 +190,7 @@ def cases(draw, op: str, inplace: bool) -> Case:
 
 
 def allowed_ulps(case: Case) -> int:
-    """Bit for bit everywhere (add/sub with alpha != 1 in half precision run torch's own kernel)."""
+    """Bit for bit everywhere (an alpha != 1 in half precision runs torch's own kernel)."""
     return 0
 
 

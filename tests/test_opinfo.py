@@ -51,7 +51,7 @@ def _dtypes(op) -> List[torch.dtype]:
 
 
 def allowed_ulps(name: str, dtype: torch.dtype, sample: SampleInput) -> int:
-    """Bit for bit everywhere (add/sub with alpha != 1 in half precision run torch's own kernel)."""
+    """Bit for bit everywhere (an alpha != 1 in half precision runs torch's own kernel)."""
     return 0
 
 

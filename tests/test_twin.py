@@ -3,7 +3,6 @@ the same schema (csrc/twin.h): torch's values, dtypes, errors and autograd, thro
 wrappers, torch.ops, torch.compile, forward mode)."""
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 
 import safe_ops
 import safe_ops._wrappers
@@ -76,14 +75,6 @@ def test_complex_gradients_forward_mode_and_gradgrad(name, args, kwargs):
 def _fill(leaves, ts):
     it = iter(ts)
     return [next(it) if isinstance(a, torch.Tensor) else a for a in leaves]
-
-
-def test_dual_tensors_keep_their_complex_tangent():
-    x = torch.randn(4, dtype=C128)
-    with fwAD.dual_level():
-        d = fwAD.make_dual(x, torch.ones_like(x))
-        tangent = fwAD.unpack_dual(safe_ops.add(d, d, alpha=1j)).tangent
-    assert torch.equal(tangent, torch.full_like(x, 1 + 1j))
 
 
 COMPILE_CASES = [pytest.param(name, args, kwargs, id=f"{name}-{str(dtype)[6:]}") for dtype, name, args, kwargs in CASES

@@ -94,6 +94,14 @@ def _number_errors_are_torchs(kwargs, error):
             op(x, x, alpha=1j)
 
 
+def _dual_tensors_keep_their_complex_tangent():
+    x = torch.randn(4, dtype=torch.complex128)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(x, torch.ones_like(x))
+        tangent = fwAD.unpack_dual(safe_ops.add(d, d, alpha=1j)).tangent
+    assert torch.equal(tangent, torch.full_like(x, 1 + 1j))
+
+
 def _out_aliasing_an_input_like_torch():
     a, b = torch.randn(3, 4), torch.randn(3, 4)
     want = torch.add(a.clone(), b, alpha=3, out=None)
@@ -144,6 +152,7 @@ OP = binary_row(
                                                                                                   RuntimeError)),
         Check("twin", "number_errors_are_torchs-alpha_bool", lambda: _number_errors_are_torchs({"alpha": True},
                                                                                                  RuntimeError)),
+        Check("twin", "dual_tensors_keep_their_complex_tangent", _dual_tensors_keep_their_complex_tangent),
         Check("out", "out_aliasing_an_input_like_torch", _out_aliasing_an_input_like_torch),
         Check("cuda", "unaligned_and_strided_inputs_match_cpu", _cuda_unaligned_and_strided_inputs_match_cpu),
     ),

@@ -141,7 +141,7 @@ def binary_row(name: str, torch_op: Callable, **fields):
         fuzz=FuzzInfo(("other",), number_operands=True, scalar_kw="alpha"),
     )
     defaults.update(fields)
-    # Bit for bit with torch.add/sub in every floating dtype (csrc/add.cpp: alpha != 1 where torch's bits
+    # Bit for bit with torch.<name> in every floating dtype (csrc/<name>.cpp: alpha != 1 where torch's bits
     # depend on its loops is torch's kernel).
     return OpInfo(name, torch_op, binary_samples, lambda s, d: True, _binary_names, lambda s, r: frozenset(),
                   **defaults)
