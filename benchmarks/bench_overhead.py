@@ -24,7 +24,7 @@ N = 16
 CALLS = 1000
 
 # (name, torch equivalent name, make(a, b, c, t) -> zero-arg call), for every op of the op table
-# (tests/op_table.py) on its benchmark call, beside torch's own op.
+# (tests/op_table/) on its benchmark call, beside torch's own op.
 Case = Tuple[str, str, Callable]
 
 

@@ -57,7 +57,7 @@ def stream_cases(n, device) -> List[Tuple[str, str, int, Callable]]:
 
 
 def fwd_cases(n, device, full) -> List[Tuple[str, str, int, Callable]]:
-    """Every op of the op table (tests/op_table.py), its in-place variant and torch's twins, on its
+    """Every op of the op table (tests/op_table/), its in-place variant and torch's twins, on its
     benchmark call."""
     a, b, c = _inputs(n, device)
     out = torch.randn(n, device=device)

@@ -1,4 +1,4 @@
-"""Every safe_ops op of the op table (tests/op_table.py), forward and backward and in place, on CUDA, against a
+"""Every safe_ops op of the op table (tests/op_table/), forward and backward and in place, on CUDA, against a
 float64 CPU reference: small sizes, so it can run under ``compute-sanitizer --tool memcheck`` (gpu_check.sh does
 that). Covers the table's samples (K > 8 for accumulate, broadcast, expanded, transposed, sliced, offset by one
 element: unaligned) in float16/bfloat16/float32/float64, plus odd sizes and layouts for each op's benchmark
@@ -112,7 +112,7 @@ def run_foreach():
             members = [make_tensor(shape, dtype, DEV, layout) for shape, layout in _layouts(dtype)]
             members += [make_tensor((), dtype, DEV), make_tensor((0,), dtype, DEV)]
             operands = [make_tensor(tuple(m.shape), operand_dtype, DEV, low=0.5) for m in members for _ in fop.lists]
-            values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both of lerp's forms
+            values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both forms of an interpolation weight
             k = len(fop.lists)
             kw = {fop.number_keyword: None} if fop.number_keyword else {}
             want = []

@@ -8,7 +8,7 @@ import torch
 
 import safe_ops
 
-from op_table import FLOAT_DTYPES, OP_TABLE, op_ids, replace_tensors
+from op_table import FLOAT_DTYPES, FOREACH_TABLE, OP_TABLE, op_ids, ops_with, replace_tensors
 
 pytestmark = pytest.mark.cuda_on_host
 SIM = torch.ops.safe_ops_cuda_on_host
@@ -77,11 +77,10 @@ def test_contiguous_vector_widths_tails_and_alignment(dtype, n, offset):
     buf = [torch.randn(n + 1, dtype=torch.float64).to(dtype) for _ in range(3)]
     a, b, c = (x[offset:offset + n] for x in buf)
     c = c.abs() + 0.5
-    want = [safe_ops.add(a, b), safe_ops.accumulate([a, b, c], [0.5, -2.0, 3.0]), safe_ops.lerp(a, b, 0.75),
-            safe_ops.addcdiv(a, b, c, value=1)]
+    calls = [(info.op, *info.bench(a, b, c)) for info in OP_TABLE]  # every op of the table, its benchmark call
+    want = [op(*args, **kwargs) for op, args, kwargs in calls]
     with cuda_on_host(3):
-        got = [safe_ops.add(a, b), safe_ops.accumulate([a, b, c], [0.5, -2.0, 3.0]), safe_ops.lerp(a, b, 0.75),
-               safe_ops.addcdiv(a, b, c, value=1)]
+        got = [op(*args, **kwargs) for op, args, kwargs in calls]
         seen = counts()
     for g, w in zip(got, want):
         assert_close(g, w, dtype)
@@ -103,42 +102,33 @@ def test_checked_memory_reports_bad_accesses(fault):
 
 # ---- torch's CUDA formulas (issue items 1 and 2) -------------------------------------------------------------
 
-def _cuda_addc_reference(op, s, t1, t2, value):
-    """torch's CUDA addcmul/addcdiv (pointwise_op_impl): value == 1 ? fma(t1, t2, s) / s + t1/t2 :
-    fma(value, t1*t2 or t1/t2, s), in opmath (float32 for half/bfloat16), rounded to the dtype. Emulated with
-    torch's own ops: products of two float32 values are exact in float64 and the seeded inputs keep the float64
-    sum from landing on a float32 rounding tie, so rounding the float64 result to float32 is the fma's one
-    rounding."""
-    f = torch.float32
-    s32, a, b = s.to(f), t1.to(f), t2.to(f)
-    v = torch.tensor(value, dtype=f).double()
-    if op == "addcmul":
-        r = s32.double() + a.double() * b.double() if value == 1 else s32.double() + v * (a * b).double()
-    else:
-        r = (s32 + a / b).double() if value == 1 else s32.double() + v * (a / b).double()
-    return r.to(f).to(s.dtype)
-
-
 @pytest.mark.parametrize("value", [1.0, -1.0, 2.0, 0.3, -1e-3, 0.001])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("op", ["addcmul", "addcdiv"])
-def test_addcmul_addcdiv_have_torch_cuda_bits(op, dtype, value):
-    """Plain and foreach addcmul/addcdiv on the simulated CUDA kernels give torch's CUDA bits (fma with the
-    value == 1 case), which the CPU order does not for value != ±1, 2^k."""
+@pytest.mark.parametrize("info", ops_with("cuda_value_reference"), ids=lambda i: i.name)
+def test_value_ops_have_torch_cuda_bits(info, dtype, value):
+    """Plain and foreach `input + value * f(tensor1, tensor2)` ops on the simulated CUDA kernels give torch's CUDA
+    bits (pointwise_op_impl: fma with the value == 1 case), which the CPU order does not for value != ±1, 2^k.
+    The reference is the row's cuda_value_reference in opmath (float32 for half/bfloat16), rounded to the dtype,
+    emulated with torch's own ops: products of two float32 values are exact in float64 and the seeded inputs keep
+    the float64 sum from landing on a float32 rounding tie, so rounding the float64 result to float32 is the
+    fma's one rounding."""
     torch.manual_seed(1)
     s, t1 = (torch.randn(4099, dtype=torch.float64).to(dtype) for _ in range(2))
     t2 = (torch.rand(4099, dtype=torch.float64) + 0.5).to(dtype)
-    want = _cuda_addc_reference(op, s, t1, t2, value)
+    f = torch.float32
+    want = info.cuda_value_reference(s.to(f), t1.to(f), t2.to(f), value, torch.tensor(value, dtype=f).double())
+    want = want.to(f).to(dtype)
+    foreach = next(i for i in FOREACH_TABLE if i.declared.base == info.name)
     with cuda_on_host():
-        plain = getattr(safe_ops, op)(s, t1, t2, value=value)
+        plain = info.op(s, t1, t2, value=value)
         members = [s[:1000].clone(), s[1000:].clone()]
-        getattr(safe_ops, f"foreach_{op}_")(members, [t1[:1000], t1[1000:]], [t2[:1000], t2[1000:]], value=value)
+        foreach.call(members, [[t1[:1000], t1[1000:]], [t2[:1000], t2[1000:]]], value)
     assert torch.equal(plain, want)
     assert torch.equal(torch.cat(members), want)
     if value not in (1.0, -1.0, 2.0) and dtype == torch.float32:
         # the CPU order's bits differ (in float16/bfloat16 only where a float32 ulp moves the final rounding:
         # a few elements per ten thousand)
-        assert not torch.equal(getattr(safe_ops, op)(s, t1, t2, value=value), want)
+        assert not torch.equal(info.op(s, t1, t2, value=value), want)
 
 
 def _number(x, dtype):
@@ -146,39 +136,21 @@ def _number(x, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_half_gradients_with_a_number_have_torch_cuda_bits(dtype):
-    """grad * number on CUDA uses the number rounded to the dtype (the CPU: unrounded): addcmul's and
-    addcdiv's operand gradients, lerp's and accumulate's (scale_many)."""
+@pytest.mark.parametrize("info", ops_with("host_half_grads"), ids=lambda i: i.name)
+def test_half_gradients_with_a_number_have_torch_cuda_bits(info, dtype):
+    """grad * number on CUDA uses the number rounded to the dtype (the CPU: unrounded): every row's gradients
+    with a number (host_half_grads), against torch on the CPU with the number already rounded, which computes
+    what torch's CUDA kernels do with the number."""
     torch.manual_seed(2)
     s, t1, g = (torch.randn(999, dtype=torch.float64).to(dtype) for _ in range(3))
     t2 = (torch.rand(999, dtype=torch.float64) + 0.5).to(dtype)
-    value, w = 0.3, 0.3
-    # torch on the CPU with the number already rounded computes what torch's CUDA kernels do with the number.
-    refs = {}
-    for op in ("addcmul", "addcdiv"):
-        leaves = [t.clone().requires_grad_() for t in (t1, t2)]
-        out = getattr(torch, op)(s, *leaves, value=_number(value, dtype))
-        refs[op] = torch.autograd.grad(out, leaves, g)
-    refs["lerp"] = ((g.float() * _number(1 - w, dtype)).to(dtype), (g.float() * _number(w, dtype)).to(dtype))
-    refs["accumulate"] = tuple((g.float() * _number(x, dtype)).to(dtype) for x in (0.3, -1.7))
-
-    def grads(op):
-        if op == "accumulate":
-            leaves = [t.clone().requires_grad_() for t in (t1, s)]
-            return torch.autograd.grad(safe_ops.accumulate(leaves, [0.3, -1.7]), leaves, g)
-        if op == "lerp":
-            leaves = [t.clone().requires_grad_() for t in (s, t1)]
-            return torch.autograd.grad(safe_ops.lerp(*leaves, w), leaves, g)
-        leaves = [t.clone().requires_grad_() for t in (t1, t2)]
-        return torch.autograd.grad(getattr(safe_ops, op)(s, *leaves, value=value), leaves, g)
-
-    for op, want in refs.items():
-        with cuda_on_host():
-            got = grads(op)
-        for i, (a, b) in enumerate(zip(got, want)):
-            assert torch.equal(a, b), f"{op} gradient {i}"
-        cpu = grads(op)
-        assert any(not torch.equal(a, b) for a, b in zip(cpu, want)), f"{op}: the CPU bits differ"
+    grads, want = info.host_half_grads(s, t1, t2, g, lambda x: _number(x, dtype))
+    with cuda_on_host():
+        got = grads()
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert torch.equal(a, b), f"{info.name} gradient {i}"
+    cpu = grads()
+    assert any(not torch.equal(a, b) for a, b in zip(cpu, want)), f"{info.name}: the CPU bits differ"
 
 
 # ---- foreach: the multi-tensor-apply packing and chunk walker ------------------------------------------------
@@ -215,20 +187,20 @@ def test_foreach_kernel(case, dtypes, offset):
     dtype, operand_dtype = dtypes
     torch.manual_seed(len(FOREACH_CASES[case]))
     members = _members(dtype, FOREACH_CASES[case], offset)
-    for name, base, nlists, keyword in [("add", safe_ops.add, 1, "alpha"), ("lerp", safe_ops.lerp, 1, "weight"),
-                                        ("addcdiv", safe_ops.addcdiv, 2, "value")]:
-        if case == "chunks" and name != "lerp":
-            continue  # (float16 add_ with alpha != 1 is torch's on the CPU: csrc/foreach.cpp; lerp is fused)
+    for info in FOREACH_TABLE:
+        if case == "chunks" and info.skip_reason("cuda_on_host.foreach_chunks"):
+            continue
+        nlists = len(info.declared.lists)
         operands = [(torch.rand(m.shape, dtype=torch.float64) + 0.5).to(operand_dtype)
                     for m in members for _ in range(nlists)]
-        values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both of lerp's forms
+        values = [0.25 + 0.5 * (i % 2) for i in range(len(members))]  # both forms of an interpolation
         want = []
         for i, m in enumerate(members):
             ops = [o.to(dtype) if operand_dtype == dtype else o.double()
                    for o in operands[i * nlists:(i + 1) * nlists]]
             ref_in = m if operand_dtype == dtype else m.double()
-            want.append(base(ref_in, *ops, **{keyword: values[i]}).to(dtype))
-        fused = getattr(torch.ops.safe_ops, f"foreach_{name}_inplace").default
+            want.append(info.member_call(ref_in, ops, values[i], fn=info.base).to(dtype))
+        fused = info.fused
         for numbers in ("list", "tensor"):
             got = [m.clone() for m in members]
             with cuda_on_host():
@@ -238,7 +210,7 @@ def test_foreach_kernel(case, dtypes, offset):
                     fused(got, operands, [], torch.tensor(values))
                 seen = counts()
             for i, (g, w) in enumerate(zip(got, want)):
-                assert_close(g, w, dtype, ulps=2 if operand_dtype == dtype else 8), f"{name} member {i}"
+                assert_close(g, w, dtype, ulps=2 if operand_dtype == dtype else 8), f"{info.name}_ member {i}"
             if case == "chunks":
                 assert seen["launches"] >= 2 and seen["blocks"] == sum(-(-n // 65536) for n in FOREACH_CASES[case])
 

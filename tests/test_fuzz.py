@@ -20,16 +20,17 @@ from torch_compare import call, exception_mismatch, mismatch
 
 import safe_ops
 
+from op_table import FLOAT_DTYPES as FLOATS  # the kernels' dtypes
+from op_table import ops_with
+
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("FUZZ_DERANDOMIZE", "1") != "0"
-FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Sizes that end a dimension on, just before and just after a vector width (8/16/32/64 lanes) and its tail.
 TAIL_SIZES = (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70)
 SCALARS = (0, 1, -1, 2, -3, 0.0, 1.0, -1.0, 0.5, -0.5, 2.5, -3.125, 3.14, 1e-3, -1e4, True)
-# The operands of each op after the first (the in-place target): (name, may be a Python number).
-OPERANDS = {"add": ("other",), "sub": ("other",), "addcmul": ("tensor1", "tensor2"),
-            "addcdiv": ("tensor1", "tensor2"), "lerp": ("end",)}
-SCALAR_KW = {"add": "alpha", "sub": "alpha", "addcmul": "value", "addcdiv": "value"}
+# The ops with fuzz recipes (their rows' `fuzz`: the operands after the first, the in-place target, and how
+# numbers enter the call).
+FUZZ_OPS = {info.name: info.fuzz for info in ops_with("fuzz")}
 CASES_RUN: Dict[str, int] = {}
 
 
@@ -158,21 +159,22 @@ def cases(draw, op: str, inplace: bool) -> Case:
     # The in-place target has the result's shape (now and then not: torch raises there, safe_ops must too).
     first_shape = shape if inplace and draw(st.integers(0, 9)) else draw(broadcast_shape(shape))
     first = draw(operands(first_shape, dtype))
+    fuzz = FUZZ_OPS[op]
     rest: List[object] = []
-    for _ in OPERANDS[op]:
-        if op in ("add", "sub") and draw(st.integers(0, 6)) == 0:
-            rest.append(draw(scalars()))  # add(t, 2.5): a Python number operand
+    for _ in fuzz.operands:
+        if fuzz.number_operands and draw(st.integers(0, 6)) == 0:
+            rest.append(draw(scalars()))  # op(t, 2.5): a Python number operand
         else:
             rest.append(draw(operands(draw(broadcast_shape(shape)), dtype)))
     kwargs: Tuple[Tuple[str, object], ...] = ()
-    if op == "lerp":
+    if fuzz.weight:  # a trailing weight: a number (its special values) or a tensor
         if draw(st.booleans()):
             rest.append(draw(st.one_of(st.sampled_from((0, 1, 0.0, 1.0, 0.5, -0.5, 1.5, 0.25)),
                                        st.floats(-1, 2, allow_nan=False))))
         else:
             rest.append(draw(operands(draw(broadcast_shape(shape)), dtype)))
     elif draw(st.integers(0, 3)):  # a quarter use the default alpha/value
-        kwargs = ((SCALAR_KW[op], draw(scalars())),)
+        kwargs = ((fuzz.scalar_kw, draw(scalars())),)
     alias = "none"
     if isinstance(rest[0], Operand):
         alias = draw(st.sampled_from(("none",) * 8 + ("same", "overlap")))
@@ -188,19 +190,14 @@ def cases(draw, op: str, inplace: bool) -> Case:
 
 
 def allowed_ulps(case: Case) -> int:
-    """Bit for bit everywhere (add/sub with alpha != 1 in half precision run torch's own kernel)."""
+    """Bit for bit everywhere (an alpha != 1 in half precision runs torch's own kernel)."""
     return 0
 
 
 def zero_sign_is_free(case: Case, args) -> bool:
-    """The one known difference: lerp with a tensor weight holding exactly 1 gives end's zero sign by two formulas
-    in torch, (w - 1)(end - input) + end in its vectorised body and end - (end - input)(1 - w) in its scalar tails,
-    whose zeros differ in sign; safe_ops uses the second everywhere (README: "What still differs"). A number
-    weight of 1 runs torch's own kernel: no freedom there."""
-    if case.op != "lerp":
-        return False
-    weight = args[2] if len(args) > 2 else None
-    return isinstance(weight, torch.Tensor) and bool((weight == 1).any())
+    """Where the row says torch's zero signs are not a contract for these arguments (the one known difference,
+    README: "What still differs")."""
+    return FUZZ_OPS[case.op].zero_sign_is_free(args)
 
 
 def check_functional(case: Case) -> Optional[str]:
@@ -245,7 +242,7 @@ def check_inplace(case: Case) -> Optional[str]:
 
 FUZZ = settings(max_examples=EXAMPLES, derandomize=DERANDOMIZE, deadline=None, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-TESTS = [(op, inplace) for op in OPERANDS for inplace in (False, True)]
+TESTS = [(op, inplace) for op in FUZZ_OPS for inplace in (False, True)]
 
 
 def _fuzz_id(op: str, inplace: bool) -> str:

@@ -249,18 +249,16 @@ def test_expanded_target_raises_torchs_error_and_is_left_unchanged(variant, grad
 
 
 def _torch_inplace_update(variant):
-    """torch's own in-place method doing the variant's update (accumulate_: the target plus each tensor)."""
+    """torch's own in-place method doing the variant's update (or the row's composition of torch's in-place ops,
+    for an op torch has no method of)."""
     from op_table import OP_TABLE
 
     info = next(i for i in OP_TABLE if f"{i.name}_" == variant)
 
     def update(t, o):
         args, kwargs = info.update(t, o)
-        if info.name == "accumulate":
-            out, tensors, weights = args
-            for x, w in zip(tensors, weights):
-                out.add_(x, alpha=w)
-            return out
+        if info.torch_inplace_update is not None:
+            return info.torch_inplace_update(*args, **kwargs)
         return getattr(args[0], variant)(*args[1:], **kwargs)
 
     return update

@@ -1,11 +1,12 @@
 """Drop-in parity with torch on PyTorch's own OpInfo samples (issue 11).
 
-For the op_db entries of add, sub, addcmul, addcdiv and lerp, every CPU dtype torch supports, and every sample of
-``sample_inputs``, ``reference_inputs`` and ``error_inputs``: ``safe_ops.<name>`` gives torch's values (bitwise),
-dtype and shape, or raises torch's exception type; ``safe_ops.<name>_`` does what ``torch.Tensor.<name>_`` does on a
-clone (raises where it raises; where it writes, writes the same values into the target under no_grad and returns
-the target); float64/complex128 gradients match torch's. Each test checks every sample of its (entry, dtype, kind)
-and reports all mismatches at once; ``test_sample_count`` fails if far fewer samples were checked than measured.
+For the op_db entries of every op of the table that mirrors a torch op (tests/op_table/), every CPU dtype torch
+supports, and every sample of ``sample_inputs``, ``reference_inputs`` and ``error_inputs``: ``safe_ops.<name>``
+gives torch's values (bitwise), dtype and shape, or raises torch's exception type; ``safe_ops.<name>_`` does what
+``torch.Tensor.<name>_`` does on a clone (raises where it raises; where it writes, writes the same values into the
+target under no_grad and returns the target); float64/complex128 gradients match torch's. Each test checks every
+sample of its (entry, dtype, kind) and reports all mismatches at once; ``test_sample_count`` fails if far fewer
+samples were checked than measured.
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from torch_compare import call, exception_mismatch, mismatch
 
 import safe_ops
 
-NAMES = ("add", "sub", "addcmul", "addcdiv", "lerp")
+from op_table import OP_TABLE
+
+ROWS = {info.name: info for info in OP_TABLE if info.mirrors_torch}
+NAMES = tuple(ROWS)
 DEVICE = "cpu"
 ENTRIES = [op for op in op_db if op.name in NAMES]
 GRAD_DTYPES = (torch.float64, torch.complex128)
@@ -47,7 +51,7 @@ def _dtypes(op) -> List[torch.dtype]:
 
 
 def allowed_ulps(name: str, dtype: torch.dtype, sample: SampleInput) -> int:
-    """Bit for bit everywhere (add/sub with alpha != 1 in half precision run torch's own kernel)."""
+    """Bit for bit everywhere (an alpha != 1 in half precision runs torch's own kernel)."""
     return 0
 
 
@@ -200,7 +204,7 @@ def check_error(op, ei: ErrorInput) -> List[str]:
     return problems
 
 
-# op_db's error_inputs for these five entries are empty in torch 2.14; these errors (whose type is what torch raises
+# op_db's error_inputs for these entries are empty in torch 2.14; the rows' errors (whose type is what torch raises
 # for them) make the error kind check something. Built per call: the tensors are the inputs that must stay unchanged.
 def _extra_error_inputs(name: str) -> List[ErrorInput]:
     def t(*shape, dtype=torch.float32):
@@ -212,20 +216,7 @@ def _extra_error_inputs(name: str) -> List[ErrorInput]:
         assert e is not None, f"torch.{name}{describe(sample)} does not raise"
         return ErrorInput(sample, error_type=type(e), error_regex="")
 
-    if name in ("add", "sub"):
-        cases = [err(t(3), t(4)), err(t(3, dtype=torch.int64), t(3, dtype=torch.int64), alpha=0.5),
-                 err(t(2, 3), t(3), alpha=1j), err(t(2), "x")]
-        if name == "sub":
-            cases.append(err(t(3, dtype=torch.bool), t(3, dtype=torch.bool)))
-        return cases
-    if name in ("addcmul", "addcdiv"):
-        cases = [err(t(3), t(4), t(3)), err(t(3), t(3), t(2, 2)), err(t(3), t(3), t(3), value="x")]
-        if name == "addcdiv":
-            cases.append(err(t(3, dtype=torch.int64), t(3, dtype=torch.int64), t(3, dtype=torch.int64)))
-        return cases
-    assert name == "lerp"
-    return [err(t(3), t(4), 0.5), err(t(3), t(3, dtype=torch.float64), 0.5), err(t(3), t(3), t(3, dtype=torch.float64)),
-            err(t(3, dtype=torch.int64), t(3, dtype=torch.int64), 0.5), err(t(3), t(3), t(2, 2))]
+    return ROWS[name].opinfo_error_inputs(t, err)
 
 
 def _error_inputs(op) -> List[ErrorInput]:

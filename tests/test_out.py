@@ -6,19 +6,15 @@ import torch
 
 import safe_ops
 
+from op_table import DECLARED, OP_TABLE, op_checks, ops_with
+
+NAMES = [info.name for info in ops_with("out_args")]
+NUMBER_INPUT = [info.name for info in OP_TABLE if DECLARED[info.name].number_input]
+
 
 def _args(name):
     a, b, c = torch.randn(3, 4), torch.randn(4), torch.rand(3, 4) + 0.5
-    return {
-        "add": ((a, b), {"alpha": -0.5}),
-        "sub": ((a, b), {"alpha": 2}),
-        "addcmul": ((a, b, c), {"value": 0.5}),
-        "addcdiv": ((a, b, c), {"value": -2}),
-        "lerp": ((a, c, 0.3), {}),
-    }[name]
-
-
-NAMES = ["add", "sub", "addcmul", "addcdiv", "lerp"]
+    return next(info for info in OP_TABLE if info.name == name).out_args(a, b, c)
 
 
 def _both(name, make_out, args, kwargs):
@@ -75,23 +71,20 @@ def test_out_with_autograd_raises_like_torch(name):
                            getattr(torch, name)(*args, **kwargs))
 
 
-def test_out_aliasing_an_input_like_torch():
-    a, b = torch.randn(3, 4), torch.randn(3, 4)
-    want = torch.add(a.clone(), b, alpha=3, out=None)
-    x = a.clone()
-    assert safe_ops.add(x, b, alpha=3, out=x) is x and torch.equal(x, want)
+@pytest.mark.parametrize("name", NAMES)
+def test_out_aliasing_the_first_input_like_torch(name):
+    args, kwargs = _args(name)
+    want = getattr(torch, name)(args[0].clone(), *args[1:], **kwargs)
+    x = args[0].clone()
+    assert getattr(safe_ops, name)(x, *args[1:], **kwargs, out=x) is x and torch.equal(x, want)
 
 
-def test_accumulate_out():
-    xs = [torch.randn(2, 3) for _ in range(3)]
-    out = torch.empty(0, dtype=torch.float64)
-    assert safe_ops.accumulate(xs, [1.0, -2.0, 0.5], out=out) is out
-    assert out.dtype == torch.float64 and torch.equal(out, safe_ops.accumulate(xs, [1.0, -2.0, 0.5]).double())
-    with pytest.raises(RuntimeError, match="can't be cast"):
-        safe_ops.accumulate(xs, out=torch.empty(2, 3, dtype=torch.int32))
+@pytest.mark.parametrize("check", op_checks("out"))
+def test_op_specific(check):
+    check()
 
 
-@pytest.mark.parametrize("name", ["add", "sub"])
+@pytest.mark.parametrize("name", NUMBER_INPUT)
 @pytest.mark.parametrize("number, other", [(2, torch.ones(3)), (2.5, torch.arange(3, dtype=torch.int32)), (2, 3),
                                            (2.5, 3), (2, torch.tensor(3, dtype=torch.int32)), (1j, torch.ones(2))])
 def test_number_as_first_argument_like_torch(name, number, other):

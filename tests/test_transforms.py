@@ -6,11 +6,9 @@ import warnings
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
-from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
+from torch.func import grad, hessian, jvp, vmap
 
-import safe_ops
-
-from op_table import OP_TABLE, Sample, op_ids, reference_update, replace_tensors
+from op_table import OP_TABLE, Sample, op_checks, op_ids, reference_update, replace_tensors
 
 B = 3  # vmap batch size
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -83,26 +81,15 @@ def test_dual_tensors_some_tangents_missing(info):
     assert n > 5
 
 
-def test_issue_example_add_of_duals_has_a_tangent():
-    x, t = torch.randn(4), torch.randn(4)
-    with fwAD.dual_level():
-        d = fwAD.make_dual(x, t)
-        out = fwAD.unpack_dual(safe_ops.add(d, d))
-        assert out.tangent is not None
-        torch.testing.assert_close(out.tangent, 2 * t)
-        # The result's tangent is its own: an in-place op on the result leaves the input's tangent alone.
-        plain = fwAD.unpack_dual(safe_ops.add(d, 1.0))
-        assert plain.tangent.data_ptr() != t.data_ptr()
-
-
 def _inplace_cases(info):
     """(args of safe_ops.<name>_ with a fresh target, description) from the op's samples: the first operand is
-    the target (accumulate: a new target joins the list), where the result has its shape."""
+    the target (or a new target leads, for an op whose in-place form takes its own), where the result has its
+    shape."""
     for sample in _samples(info):
         if any(t.numel() == 0 for t in sample.tensors()):
             continue
         expected = info.op(*sample.args, **sample.kwargs)
-        if info.name == "accumulate":
+        if info.separate_target:
             yield (torch.randn_like(expected),) + sample.args, sample.kwargs, sample.desc
         elif sample.args[0].shape == expected.shape and sample.args[0].dtype == expected.dtype:
             yield (sample.args[0].clone(),) + sample.args[1:], sample.kwargs, sample.desc
@@ -165,74 +152,6 @@ def test_inplace_variant_under_jvp_and_grad(info):
     assert n > 3
 
 
-def test_inplace_on_a_view_updates_the_base_tangent():
-    # Views of a dual tensor share their base's tangent: an in-place op must update that object, not replace it.
-    t = torch.randn(2, 3)
-    with fwAD.dual_level():
-        d = fwAD.make_dual(torch.zeros(2, 3), t.clone())
-        other = fwAD.make_dual(torch.randn(3), torch.ones(3))
-        torch.ops.safe_ops.add_inplace(d[0], other, alpha=2)
-        torch.testing.assert_close(fwAD.unpack_dual(d).tangent, torch.stack([t[0] + 2, t[1]]))
-        # A view without a tangent gets one, and so does its base (as torch's in-place ops do).
-        plain = torch.zeros(2, 3)
-        torch.ops.safe_ops.add_inplace(plain[1], other)
-        torch.testing.assert_close(fwAD.unpack_dual(plain).tangent, torch.stack([torch.zeros(3), torch.ones(3)]))
-
-
-def test_lerp_inplace_tensor_weight_tangent_reads_the_original_input():
-    a, b, w = torch.randn(5), torch.randn(5), torch.rand(5)
-    ta, tb, tw = torch.randn(5), torch.randn(5), torch.randn(5)
-    with fwAD.dual_level():
-        want = fwAD.unpack_dual(torch.lerp(fwAD.make_dual(a, ta), fwAD.make_dual(b, tb), fwAD.make_dual(w, tw)))
-        target = fwAD.make_dual(a.clone(), ta.clone())
-        torch.ops.safe_ops.lerp_inplace(target, fwAD.make_dual(b, tb), fwAD.make_dual(w, tw))
-        got = fwAD.unpack_dual(target)
-    torch.testing.assert_close(got.primal, want.primal)
-    torch.testing.assert_close(got.tangent, want.tangent)
-
-
-def test_jacfwd_matches_jacrev_and_torch():
-    x, y, z = torch.randn(3, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64), torch.randn(3, 1)
-    z = z.double().abs() + 0.5
-    for fn, ref in ((safe_ops.addcmul, torch.addcmul), (safe_ops.addcdiv, torch.addcdiv)):
-        for argnums in (0, 1, 2, (0, 1, 2)):
-            fwd = jacfwd(lambda a, b, c: fn(a, b, c, value=0.7), argnums=argnums)(x, y, z)
-            rev = jacrev(lambda a, b, c: fn(a, b, c, value=0.7), argnums=argnums)(x, y, z)
-            want = jacfwd(lambda a, b, c: ref(a, b, c, value=0.7), argnums=argnums)(x, y, z)
-            torch.testing.assert_close(fwd, rev)
-            torch.testing.assert_close(fwd, want)
-
-
-def test_reverse_over_forward():
-    # grad of a jvp: the tangent formulas are differentiable in the primals.
-    x, y, z = (torch.randn(5, dtype=torch.float64) for _ in range(3))
-    z = z.abs() + 0.5
-    for fn, ref in ((safe_ops.addcdiv, torch.addcdiv), (safe_ops.addcmul, torch.addcmul)):
-        got = jacrev(jacfwd(lambda a, b: fn(a, b, z, value=0.3).pow(3).sum(), argnums=(0, 1)), argnums=(0, 1))(x, y)
-        want = hessian(lambda a, b: ref(a, b, z, value=0.3).pow(3).sum(), argnums=(0, 1))(x, y)
-        torch.testing.assert_close(got, want)
-    w = torch.rand(5, dtype=torch.float64)
-    got = jacrev(jacfwd(lambda a, w: safe_ops.lerp(a, y, w).pow(3).sum(), argnums=(0, 1)), argnums=(0, 1))(x, w)
-    want = hessian(lambda a, w: torch.lerp(a, y, w).pow(3).sum(), argnums=(0, 1))(x, w)
-    torch.testing.assert_close(got, want)
-
-
-@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.float16, torch.float32),
-                                    (torch.float64, torch.bfloat16)], ids=str)
-def test_tangent_dtype_follows_promotion(dtypes):
-    # Only the lower-precision operand is dual: the tangent still has the result's dtype, as in torch.
-    a, b = torch.randn(4, dtype=dtypes[0]), torch.randn(4, dtype=dtypes[1])
-    ta = torch.randn_like(a)
-    with fwAD.dual_level():
-        pairs = ((safe_ops.add, torch.add),
-                 (lambda x, y: safe_ops.addcmul(x, y, y), lambda x, y: torch.addcmul(x, y, y)))
-        for fn, ref in pairs:
-            got = fwAD.unpack_dual(fn(fwAD.make_dual(a, ta), b))
-            want = fwAD.unpack_dual(ref(fwAD.make_dual(a, ta), b))
-            assert got.tangent.dtype == want.tangent.dtype == got.primal.dtype
-            torch.testing.assert_close(got.tangent, want.tangent)
-
-
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
 def test_hessian_matches_torch(info):
     # forward-over-reverse: the backward Nodes run on dual tensors and must propagate their tangents.
@@ -257,7 +176,7 @@ def test_hessian_matches_torch(info):
 
 
 def _batched(t, dim, scale_step=0.25):
-    # B copies scaled by 1, 1.25, ...: same signs, so addcdiv's divisors stay away from zero.
+    # B copies scaled by 1, 1.25, ...: same signs, so divisors stay away from zero.
     return torch.stack([t * (1 + scale_step * b) for b in range(B)], dim=dim)
 
 
@@ -296,25 +215,6 @@ def test_vmap_matches_a_loop(info, device):
     assert n > 10
 
 
-def test_vmap_keeps_per_sample_promotion():
-    # A batched per-sample 0-dim float64 operand does not promote a float32 result, as outside vmap.
-    x, y = torch.randn(4), torch.randn(B, dtype=torch.float64)
-    got = vmap(lambda s: safe_ops.add(x, s))(y)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got, torch.stack([torch.add(x, s) for s in y]))
-
-
-def test_vmap_accumulate_batched_weights():
-    xs = [torch.randn(B, 3, 4) for _ in range(3)]
-    w = torch.randn(B, 3)
-    got = vmap(lambda a, b, c, w: safe_ops.accumulate([a, b, c], w))(*xs, w)
-    want = torch.stack([sum(w[i, k] * xs[k][i] for k in range(3)) for i in range(B)])
-    torch.testing.assert_close(got, want)
-    out = torch.zeros(B, 3, 4)
-    res = vmap(lambda o, a, w: safe_ops.accumulate_(o, [a, a], w[:2]))(out, xs[0], w)
-    torch.testing.assert_close(res, (w[:, 0] + w[:, 1])[:, None, None] * xs[0])
-
-
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
 def test_vmap_inplace_variant(info):
     n = 0
@@ -345,7 +245,7 @@ def test_vmap_inplace_variant(info):
 
 def _inplace_kernel(info, args, kwargs):
     """torch.ops.safe_ops.<name>_inplace on safe_ops.<name>_'s arguments; returns the written target."""
-    sample = Sample(tuple(args[1:] if info.name == "accumulate" else args), kwargs)
+    sample = Sample(tuple(args[1:] if info.separate_target else args), kwargs)
     overload = info.overload_for(sample)._overloadname
     getattr(getattr(torch.ops.safe_ops, f"{info.name}_inplace"), overload)(*args, **kwargs)
     return args[0]
@@ -354,14 +254,6 @@ def _inplace_kernel(info, args, kwargs):
 def _rebuild(args, flat):
     it = iter(flat)
     return replace_tensors(Sample(tuple(args)), lambda t: next(it)).args
-
-
-def test_vmap_inplace_into_unbatched_target_raises_like_torch():
-    x, y = torch.zeros(3), torch.randn(B, 3)
-    with pytest.raises(RuntimeError):
-        vmap(lambda o: x.add_(o))(y)
-    with pytest.raises(RuntimeError, match="vmap"):
-        vmap(lambda o: torch.ops.safe_ops.add_inplace(x, o))(y)
 
 
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())
@@ -387,38 +279,17 @@ def test_grad_of_vmap_and_vmap_of_grad(info):
     assert n > 5
 
 
-def test_jvp_of_vmap_and_vmap_of_jvp():
-    x, y = torch.randn(B, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
-    tx, ty = torch.randn_like(x), torch.randn_like(y)
-    got = jvp(vmap(lambda a: safe_ops.lerp(a, y, 0.3)), (x,), (tx,))
-    want = jvp(vmap(lambda a: torch.lerp(a, y, 0.3)), (x,), (tx,))
-    torch.testing.assert_close(got, want)
-    got = vmap(lambda a, t: jvp(lambda u, v: safe_ops.addcmul(u, u, v), (a, y), (t, ty)))(x, tx)
-    want = vmap(lambda a, t: jvp(lambda u, v: torch.addcmul(u, u, v), (a, y), (t, ty)))(x, tx)
-    torch.testing.assert_close(got, want)
-
-
 def _backward_op_cases():
-    g, x, v = torch.randn(B, 3, 4), torch.randn(B, 3, 4), torch.randn(4)
-    d = x.abs() + 0.5
-    ops = torch.ops.safe_ops
-    yield ops.scale_many.default, (g, [0.5, 2.0]), (0, None)
-    yield ops.scale_many.weights_tensor, (g, torch.randn(2)), (0, None)
-    yield ops.scale_many.weights_tensor, (g[0], torch.randn(B, 2)), (None, 0)
-    yield ops.scale_many.weights_tensor, (g, torch.randn(2, B)), (0, 1)
-    yield ops.dot_many.default, (g, [x, v]), (0, [0, None])
-    yield ops.dot_many.default, (g[0], [x, v]), (None, [0, None])
-    yield ops.addcmul_backward.default, (g, x, v, 0.5, [True, True]), (0, 0, None, None, None)
-    yield ops.addcmul_backward.default, (g[0], None, x, 0.5, [True, False]), (None, None, 0, None, None), (0, None)
-    yield ops.addcdiv_backward.default, (g, v, d, -2.0, [True, True]), (0, None, 0, None, None)
-    yield ops.lerp_backward.default, (g[0], x, v, d, [True, True, True]), (None, 0, None, 0, None)
+    """Every row's backward ops under vmap: (op, args, in_dims, out_dims) (out_dims 0 unless the row says)."""
+    for info in OP_TABLE:
+        for case_id, op, args, dims, *out_dims in info.backward_vmap_cases(B):
+            yield pytest.param(op, args, dims, out_dims[0] if out_dims else 0, id=f"{info.name}-{case_id}")
 
 
-@pytest.mark.parametrize("case", list(range(10)))
-def test_vmap_backward_ops_match_a_loop(case):
+@pytest.mark.parametrize("op, args, dims, out_dims", list(_backward_op_cases()))
+def test_vmap_backward_ops_match_a_loop(op, args, dims, out_dims):
     # They run batched when a backward is (torch.autograd.grad(is_grads_batched=True) on torch.func tensors).
-    op, args, dims, *out_dims = list(_backward_op_cases())[case]
-    got = vmap(op, in_dims=dims, out_dims=out_dims[0] if out_dims else 0)(*args)
+    got = vmap(op, in_dims=dims, out_dims=out_dims)(*args)
 
     def sample(b):
         def pick(a, d):
@@ -436,6 +307,11 @@ def test_vmap_backward_ops_match_a_loop(case):
             assert all(r[i] is None for r in loop)
             continue
         torch.testing.assert_close(out, torch.stack([r[i] for r in loop]).to(out.dtype))
+
+
+@pytest.mark.parametrize("check", op_checks("transforms"))
+def test_op_specific(check):
+    check()
 
 
 @pytest.mark.parametrize("info", OP_TABLE, ids=op_ids())

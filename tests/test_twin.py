@@ -3,15 +3,17 @@ the same schema (csrc/twin.h): torch's values, dtypes, errors and autograd, thro
 wrappers, torch.ops, torch.compile, forward mode)."""
 import pytest
 import torch
-import torch.autograd.forward_ad as fwAD
 
 import safe_ops
 import safe_ops._wrappers
+
+from op_table import OP_TABLE, OPS_BY_NAME, op_checks, skip_if
 
 C128 = torch.complex128
 
 
 def _cases(dtype):
+    """Every row's twin cases in `dtype` (tests/op_table/: `twin_cases`)."""
     def t(*shape):
         if dtype == torch.bool:
             return torch.rand(*shape) > 0.5
@@ -21,16 +23,7 @@ def _cases(dtype):
 
     number = {torch.bool: True, torch.int64: 3, torch.int32: -2, torch.uint8: 2}.get(dtype, 0.5 - 1.5j)
     pos = (t(3, 4) if dtype.is_complex else torch.randint(1, 6, (3, 4), dtype=dtype)) if dtype != torch.bool else None
-    cases = [
-        ("add", (t(3, 4), t(4)), {"alpha": number}),
-        ("sub", (t(3, 4), t(3, 1)), {"alpha": number}) if dtype != torch.bool else None,
-        ("add", (t(3, 4), number), {}),
-        ("addcmul", (t(3, 4), t(3, 4), t(4)), {"value": number}) if dtype != torch.bool else None,
-        ("addcdiv", (t(3, 4), t(3, 4), pos), {"value": number}) if dtype.is_complex else None,
-        ("lerp", (t(3, 4), t(3, 4), number), {}) if dtype.is_complex else None,
-        ("lerp", (t(3, 4), t(3, 4), t(4)), {}) if dtype.is_complex else None,
-    ]
-    return [c for c in cases if c is not None]
+    return [(info.name, args, kwargs) for info in OP_TABLE for args, kwargs in info.twin_cases(dtype, t, number, pos)]
 
 
 DTYPES = [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64, C128]
@@ -56,17 +49,11 @@ def test_opcheck(dtype, name, args, kwargs):
     torch.library.opcheck(op, args, kwargs)
 
 
-@pytest.mark.parametrize("name, args, kwargs", [
-    ("add", (torch.randn(5, dtype=C128), torch.randn(5, dtype=C128)), {"alpha": 2 - 1j}),
-    ("sub", (torch.randn(5, dtype=C128), 1 + 2j), {}),
-    ("addcmul", (torch.randn(5, dtype=C128), torch.randn(5, dtype=C128), torch.randn(5, dtype=C128)),
-     {"value": 0.5j}),
-    ("addcdiv", (torch.randn(5, dtype=C128), torch.randn(5, dtype=C128), torch.randn(5, dtype=C128) + 3), {}),
-    ("lerp", (torch.randn(5, dtype=C128), torch.randn(5, dtype=C128), torch.randn(5, dtype=C128)), {}),
-    ("lerp", (torch.randn(5, dtype=C128), torch.randn(5, dtype=C128), 0.25 + 0.5j), {}),
-    # real tensors, complex tensor: promotes to complex
-    ("add", (torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=C128)), {}),
-])
+COMPLEX_GRAD_CASES = [pytest.param(info.name, args, kwargs, id=f"{info.name}-{case_id}") for info in OP_TABLE
+                      for case_id, args, kwargs in info.complex_grad_cases(C128)]
+
+
+@pytest.mark.parametrize("name, args, kwargs", COMPLEX_GRAD_CASES)
 def test_complex_gradients_forward_mode_and_gradgrad(name, args, kwargs):
     leaves = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
     tensors = [a for a in leaves if isinstance(a, torch.Tensor)]
@@ -90,29 +77,25 @@ def _fill(leaves, ts):
     return [next(it) if isinstance(a, torch.Tensor) else a for a in leaves]
 
 
-def test_dual_tensors_keep_their_complex_tangent():
-    x = torch.randn(4, dtype=C128)
-    with fwAD.dual_level():
-        d = fwAD.make_dual(x, torch.ones_like(x))
-        tangent = fwAD.unpack_dual(safe_ops.add(d, d, alpha=1j)).tangent
-    assert torch.equal(tangent, torch.full_like(x, 1 + 1j))
+COMPILE_CASES = [pytest.param(name, args, kwargs, id=f"{name}-{str(dtype)[6:]}") for dtype, name, args, kwargs in CASES
+                 if dtype in (torch.int64, torch.complex64)]
 
 
-def test_compiled_integer_and_complex_calls_equal_eager():
-    f = torch.compile(lambda a, b: safe_ops.addcmul(safe_ops.add(a, b, alpha=3), a, b), fullgraph=True)
-    ints = torch.arange(6).reshape(2, 3)
-    assert torch.equal(f(ints, ints), torch.addcmul(torch.add(ints, ints, alpha=3), ints, ints))
-    z = torch.randn(2, 3, dtype=torch.complex64)
-    torch.testing.assert_close(f(z, z), torch.addcmul(torch.add(z, z, alpha=3), z, z))
+@pytest.mark.parametrize("name, args, kwargs", COMPILE_CASES)
+def test_compiled_integer_and_complex_calls_equal_eager(name, args, kwargs):
+    if any(isinstance(a, complex) for a in args):
+        skip_if(OPS_BY_NAME[name], "compiled, a complex number argument")
+    torch._dynamo.reset()
+    f = torch.compile(lambda *a: getattr(safe_ops, name)(*a, **kwargs), fullgraph=True)
+    want = getattr(torch, name)(*args, **kwargs)
+    got = f(*args)
+    assert got.dtype == want.dtype
+    if want.is_complex():
+        torch.testing.assert_close(got, want)
+    else:
+        assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("kwargs, error", [({"alpha": 0.5}, RuntimeError), ({"alpha": True}, RuntimeError)])
-def test_number_errors_are_torchs(kwargs, error):
-    ints = torch.arange(4)
-    for op in (torch.add, safe_ops.add):
-        with pytest.raises(error):
-            op(ints, ints, **kwargs)
-    x = torch.randn(4)
-    for op in (torch.add, safe_ops.add):
-        with pytest.raises(RuntimeError, match="complex"):
-            op(x, x, alpha=1j)
+@pytest.mark.parametrize("check", op_checks("twin"))
+def test_op_specific(check):
+    check()

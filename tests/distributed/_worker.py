@@ -4,6 +4,7 @@ argv: results path and the mode: "single_dim" (this torch's private registration
 the register_sharding path of an older torch). "__counts__" holds what each Partial/foreach check found.
 """
 import json
+import os
 import re
 import sys
 import traceback
@@ -13,6 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: the op table
+
 
 def _checks(rank, ws):
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor, init_device_mesh
@@ -20,6 +23,8 @@ def _checks(rank, ws):
 
     import safe_ops
     from safe_ops import _distributed
+
+    from op_table import FOREACH_TABLE, OP_TABLE
 
     _distributed.register()
     mesh = init_device_mesh("cpu", (ws,))
@@ -39,20 +44,9 @@ def _checks(rank, ws):
     def w(a):  # the weights tensor matching the operands: a Replicate DTensor for DTensors
         return d_weights if isinstance(a, DTensor) else weights
 
-    ops = {
-        "add": (lambda a, b, c: safe_ops.add(a, b, alpha=2), lambda a, b, c: torch.add(a, b, alpha=2), 2),
-        "sub": (lambda a, b, c: safe_ops.sub(a, b, alpha=0.5), lambda a, b, c: torch.sub(a, b, alpha=0.5), 2),
-        "addcmul": (lambda a, b, c: safe_ops.addcmul(a, b, c, value=3),
-                    lambda a, b, c: torch.addcmul(a, b, c, value=3), 3),
-        "addcdiv": (lambda a, b, c: safe_ops.addcdiv(a, b, c, value=3),
-                    lambda a, b, c: torch.addcdiv(a, b, c, value=3), 3),
-        "lerp_scalar": (lambda a, b, c: safe_ops.lerp(a, b, 0.3), lambda a, b, c: torch.lerp(a, b, 0.3), 2),
-        "lerp_tensor": (lambda a, b, c: safe_ops.lerp(a, b, c), lambda a, b, c: torch.lerp(a, b, c), 3),
-        "accumulate": (lambda a, b, c: safe_ops.accumulate([a, b, c], [0.5, 2.0, -1.0]),
-                       lambda a, b, c: 0.5 * a + 2.0 * b - c, 3),
-        "accumulate_wt": (lambda a, b, c: safe_ops.accumulate([a, b, c], w(a)),
-                          lambda a, b, c: w(a)[0] * a + w(a)[1] * b + w(a)[2] * c, 3),
-    }
+    # Every row's DTensor cases (tests/op_table/: `dtensor`): ours(a, b, c, w) and ref(a, b, c, w) on n operands.
+    ops = {case.id: (case.ours, case.ref, case.n) for info in OP_TABLE for case in info.dtensor}
+    weight_grad_cases = {case.id: case.weight_grad for info in OP_TABLE for case in info.dtensor if case.weight_grad}
     placements = {"Shard(0)": Shard(0), "Shard(1)": Shard(1), "Replicate": Replicate(), "Partial": Partial()}
     results = {}
 
@@ -69,12 +63,12 @@ def _checks(rank, ws):
                 fulls = [rnd(4, 6) for _ in range(3)]
                 ds = [dt(f, pl) for f in fulls[:n]] + [None] * (3 - n)
                 with CommDebugMode() as c_ours:
-                    out = ours(*ds)
+                    out = ours(*ds, w)
                 with CommDebugMode() as c_ref:
-                    expect = ref(*ds)
-                torch.testing.assert_close(out.full_tensor(), ref(*fulls[:n], *([None] * (3 - n))))
+                    expect = ref(*ds, w)
+                torch.testing.assert_close(out.full_tensor(), ref(*fulls[:n], *([None] * (3 - n)), w))
                 torch.testing.assert_close(out.full_tensor(), expect.full_tensor())
-                # Never more collectives than torch (fewer where safe_ops keeps Partial: lerp is linear).
+                # Never more collectives than torch (fewer where safe_ops keeps Partial: an op linear in its operands).
                 assert c_ours.get_total_counts() <= c_ref.get_total_counts(), (
                     c_ours.get_comm_counts(), c_ref.get_comm_counts())
                 assert out.placements == expect.placements or pl.is_partial(), (out.placements, expect.placements)
@@ -85,62 +79,47 @@ def _checks(rank, ws):
             row = [rnd(6) for _ in range(2)]
             ds = [dt(full, Shard(0))] + [dt(r, Replicate()) for r in row[: n - 1]] + [None] * (3 - n)
             with CommDebugMode() as c:
-                out = ours(*ds)
+                out = ours(*ds, w)
             assert c.get_total_counts() == 0
             assert out.placements == (Shard(0),)
-            torch.testing.assert_close(out.full_tensor(), ref(full, *row[: n - 1], *([None] * (3 - n))))
+            torch.testing.assert_close(out.full_tensor(), ref(full, *row[: n - 1], *([None] * (3 - n)), w))
         check(f"broadcast[{opname}]", broadcast)
 
         def grads(ours=ours, ref=ref, n=n):
             fulls = [rnd(4, 6).requires_grad_() for _ in range(n)]
             ds = [dt(f.detach(), Shard(0)).requires_grad_() for f in fulls]
             args = ds + [None] * (3 - n)
-            (ours(*args) ** 2).full_tensor().sum().backward()
-            (ref(*fulls, *([None] * (3 - n))) ** 2).sum().backward()
+            (ours(*args, w) ** 2).full_tensor().sum().backward()
+            (ref(*fulls, *([None] * (3 - n)), w) ** 2).sum().backward()
             for d, f in zip(ds, fulls):
                 torch.testing.assert_close(d.grad.full_tensor(), f.grad)
         check(f"grad[{opname}]", grads)
 
     def weight_grads(opname, pl):
-        # The weights need a gradient too: accumulate's weights tensor (Replicate) and lerp's tensor weight (of the
-        # operands' placement), against the torch composition on plain tensors and on the same DTensors.
-        ours, ref, _ = ops[opname]
+        # The weights need a gradient too (a weights tensor of Replicate, or a tensor weight of the operands'
+        # placement: the row's weight_grad), against the torch composition on plain tensors and on the same DTensors.
+        ours, ref, weight_of, nleaves = weight_grad_cases[opname]
         fulls = [rnd(4, 6) for _ in range(3)]
-        wfull = weights if opname == "accumulate_wt" else fulls[2]
+        wfull = weight_of(fulls, weights)
         leaves = [f.clone().requires_grad_() for f in fulls] + [wfull.clone().requires_grad_()]
         mine = [dt(f, pl).requires_grad_() for f in fulls] + [distribute_tensor(wfull, mesh, [Replicate()])
                                                               .requires_grad_()]
         theirs = [dt(f, pl).requires_grad_() for f in fulls] + [distribute_tensor(wfull, mesh, [Replicate()])
                                                                 .requires_grad_()]
-        if opname == "accumulate_wt":
-            def call(fn, xs):
-                return safe_ops.accumulate(xs[:3], xs[3]) if fn is ours else xs[3][0] * xs[0] + xs[3][1] * xs[1] + (
-                    xs[3][2] * xs[2])
-        else:  # lerp(input, end, weight): the weight is the third operand, of the operands' placement
-            mine, theirs, leaves = mine[:3], theirs[:3], leaves[:3]
-
-            def call(fn, xs):
-                return fn(*xs)
-        (call(ours, mine).full_tensor() ** 2).sum().backward()
-        (call(ref, theirs).full_tensor() ** 2).sum().backward()
-        (call(ref, leaves) ** 2).sum().backward()
+        mine, theirs, leaves = mine[:nleaves], theirs[:nleaves], leaves[:nleaves]
+        (ours(mine).full_tensor() ** 2).sum().backward()
+        (ref(theirs).full_tensor() ** 2).sum().backward()
+        (ref(leaves) ** 2).sum().backward()
         for m, t, f in zip(mine, theirs, leaves):
             torch.testing.assert_close(m.grad.full_tensor(), f.grad)
-            if not pl.is_partial():  # torch 2.14's own lerp on Partial DTensors gives input a wrong gradient
+            if not pl.is_partial():  # torch 2.14's own interpolation on Partial DTensors gives input a wrong gradient
                 torch.testing.assert_close(m.grad.full_tensor(), t.grad.full_tensor())
 
-    for opname in ("accumulate_wt", "lerp_tensor"):
+    for opname in weight_grad_cases:
         for pname, pl in placements.items():
             check(f"weight_grad[{opname}-{pname}]", lambda opname=opname, pl=pl: weight_grads(opname, pl))
 
-    inplace = {
-        "add_": (lambda a, b: safe_ops.add_(a, b, alpha=2), lambda a, b: a.add_(b, alpha=2)),
-        "sub_": (lambda a, b: safe_ops.sub_(a, b), lambda a, b: a.sub_(b)),
-        "addcmul_": (lambda a, b: safe_ops.addcmul_(a, b, b, value=2), lambda a, b: a.addcmul_(b, b, value=2)),
-        "addcdiv_": (lambda a, b: safe_ops.addcdiv_(a, b, b + 1, value=2), lambda a, b: a.addcdiv_(b, b + 1, value=2)),
-        "lerp_": (lambda a, b: safe_ops.lerp_(a, b, 0.25), lambda a, b: a.lerp_(b, 0.25)),
-        "accumulate_": (lambda a, b: safe_ops.accumulate_(a, [b, b], [2.0, 0.5]), lambda a, b: a.add_(b, alpha=2.5)),
-    }
+    inplace = {f"{info.name}_": info.dtensor_inplace for info in OP_TABLE if info.dtensor_inplace}
     for opname, (ours, ref) in inplace.items():
         for pname, pl in list(placements.items())[:3]:
             def inpl(ours=ours, ref=ref, pl=pl):
@@ -187,7 +166,7 @@ def _checks(rank, ws):
     def partial_inplace(ours, ref, pa, pb):
         # torch's in-place op on the same DTensors decides: its values, placement and collectives; where torch
         # raises (no strategy keeps the target's placement), safe_ops raises too, or, for an op linear in its
-        # operands (lerp_), keeps the Partial target with no collective and the functional op's values.
+        # operands, keeps the Partial target with no collective and the functional op's values.
         a, b = rnd(4, 6), rnd(4, 6)
         da, db, ta, tb = dt(a.clone(), pa), dt(b.clone(), pb), dt(a.clone(), pa), dt(b.clone(), pb)
         expect_full = ref(a.clone(), b.clone())
@@ -211,9 +190,9 @@ def _checks(rank, ws):
     pairs = [("Partial", "Partial"), ("Partial", "Replicate"), ("Partial", "Shard(0)"), ("Replicate", "Partial"),
              ("Shard(0)", "Partial"), ("Replicate", "Shard(0)")]
     counts = {}
-    # accumulate_ with one member: [b, b] would be redistributed once per listing, torch's add_ once.
-    partial_ops = dict(inplace, accumulate_=(lambda a, b: safe_ops.accumulate_(a, [b], [2.5]),
-                                             lambda a, b: a.add_(b, alpha=2.5)))
+    # A row's own call for these checks where it has one (dtensor_partial_inplace).
+    partial_ops = {f"{info.name}_": info.dtensor_partial_inplace or info.dtensor_inplace for info in OP_TABLE
+                   if info.dtensor_inplace}
     for opname, (ours, ref) in partial_ops.items():
         for pa, pb in pairs:
             name = f"inplace_partial[{opname}-{pa}-{pb}]"
@@ -222,16 +201,11 @@ def _checks(rank, ws):
                 counts[name] = partial_inplace(ours, ref, placements[pa], placements[pb])
             check(name, run)
 
-    foreach = {  # name: (safe_ops, torch, number of operand lists, the number)
-        "foreach_add_": (lambda t, o: safe_ops.foreach_add_(t, *o, alpha=2), lambda t, o: torch._foreach_add_(
-            t, *o, alpha=2), 1, 2.0),
-        "foreach_lerp_": (lambda t, o: safe_ops.foreach_lerp_(t, *o, 0.3), lambda t, o: torch._foreach_lerp_(
-            t, *o, 0.3), 1, 0.3),
-        "foreach_addcmul_": (lambda t, o: safe_ops.foreach_addcmul_(t, *o, value=2),
-                             lambda t, o: torch._foreach_addcmul_(t, *o, value=2), 2, 2.0),
-        "foreach_addcdiv_": (lambda t, o: safe_ops.foreach_addcdiv_(t, *o, value=2),
-                             lambda t, o: torch._foreach_addcdiv_(t, *o, value=2), 2, 2.0),
-    }
+    foreach = {  # name: (safe_ops, torch, number of operand lists, the number), from every foreach row
+        f"{info.name}_": (lambda t, o, info=info: info.call(t, o, info.dtensor_number),
+                          lambda t, o, info=info: info.torch_ref(t, o, info.dtensor_number),
+                          len(info.declared.lists), info.dtensor_number)
+        for info in FOREACH_TABLE}
     layouts = {  # members' placements, operands' placements
         "same": (["Shard(0)", "Shard(1)", "Replicate"], ["Shard(0)", "Shard(1)", "Replicate"]),
         "mixed": (["Shard(0)", "Replicate", "Shard(1)"], ["Replicate", "Shard(0)", "Shard(0)"]),
@@ -302,9 +276,13 @@ def _checks(rank, ws):
             with CommDebugMode() as c:
                 assert safe_ops.add_(da, db, alpha=2) is da
                 assert safe_ops.accumulate_(da, [db], d_weights[:1]) is da
-                safe_ops.foreach_addcmul_([da], [db], [db])
+                for info in FOREACH_TABLE:  # every foreach op, with b as each operand
+                    info.call([da], [[db]] * len(info.declared.lists), info.dtensor_number)
             assert c.get_total_counts() == 0 and da.placements == (Shard(0),), c.get_comm_counts()
-            torch.testing.assert_close(da.full_tensor(), a + 2 * b + weights[0] * b + b * b)
+            expect = [a + 2 * b + weights[0] * b]
+            for info in FOREACH_TABLE:
+                info.torch_ref(expect, [[b]] * len(info.declared.lists), info.dtensor_number)
+            torch.testing.assert_close(da.full_tensor(), expect[0])
     check("inplace_broadcast", broadcast_inplace)
 
     def mesh_2d():

@@ -13,6 +13,8 @@ pytest.importorskip("torch.distributed")
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from op_table import FOREACH_TABLE, OP_TABLE  # noqa: E402
+
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
@@ -63,15 +65,17 @@ def results(request, tmp_path_factory):
     return _run_group(str(tmp_path_factory.mktemp("dtensor") / "results.json"), request.param)
 
 
-OPS = ["add", "sub", "addcmul", "addcdiv", "lerp_scalar", "lerp_tensor", "accumulate", "accumulate_wt"]
+# The checks the worker runs: every row's DTensor cases (tests/op_table/).
+OPS = [case.id for info in OP_TABLE for case in info.dtensor]
+WEIGHT_GRAD = [case.id for info in OP_TABLE for case in info.dtensor if case.weight_grad]
 PLACEMENTS = ["Shard(0)", "Shard(1)", "Replicate", "Partial"]
-INPLACE = ["add_", "sub_", "addcmul_", "addcdiv_", "lerp_", "accumulate_"]
+INPLACE = [f"{info.name}_" for info in OP_TABLE if info.dtensor_inplace]
 PAIRS = ["Partial-Partial", "Partial-Replicate", "Partial-Shard(0)", "Replicate-Partial", "Shard(0)-Partial",
          "Replicate-Shard(0)"]
-FOREACH = ["foreach_add_", "foreach_lerp_", "foreach_addcmul_", "foreach_addcdiv_"]
+FOREACH = [f"{info.name}_" for info in FOREACH_TABLE]
 NAMES = ([f"values[{o}-{p}]" for o in OPS for p in PLACEMENTS] + [f"broadcast[{o}]" for o in OPS]
          + [f"grad[{o}]" for o in OPS]
-         + [f"weight_grad[{o}-{p}]" for o in ["accumulate_wt", "lerp_tensor"] for p in PLACEMENTS]
+         + [f"weight_grad[{o}-{p}]" for o in WEIGHT_GRAD for p in PLACEMENTS]
          + [f"backward_ops[{p}]" for p in PLACEMENTS]
          + [f"inplace[{o}-{p}]" for o in INPLACE for p in PLACEMENTS[:3]]
          + [f"inplace_partial[{o}-{p}]" for o in INPLACE for p in PAIRS]
