@@ -47,7 +47,7 @@ def test_every_op_has_error_inputs_for_itself_and_its_inplace_variant():
 
 
 def test_unsupported_dtype_message_names_the_dtype_and_the_way_out():
-    # accumulate has no torch twin to compute integer results (add and the others do: csrc/twin.h)
+    # accumulate has no torch twin to compute integer results (add and the others do: csrc/core/twin.h)
     ints = torch.arange(4)
     with pytest.raises(TypeError, match=r"Long.*Use the torch op"):
         safe_ops.accumulate([ints, ints])

@@ -1,5 +1,5 @@
 """Dtypes without a hand-written kernel (integer, bool, complex) and complex/bool numbers go to torch's own op of
-the same schema (csrc/twin.h): torch's values, dtypes, errors and autograd, through every entry (the Python
+the same schema (csrc/core/twin.h): torch's values, dtypes, errors and autograd, through every entry (the Python
 wrappers, torch.ops, torch.compile, forward mode)."""
 import pytest
 import torch

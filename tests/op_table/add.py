@@ -169,6 +169,6 @@ FOREACH = ForeachInfo(
         ("integer member", lambda a: safe_ops.foreach_add_(a + [torch.arange(3)], a + [torch.arange(3)]), TypeError,
          None),
     ),
-    skips=(("cuda_on_host.foreach_chunks", "float16 add_ with alpha != 1 is torch's on the CPU (csrc/foreach.cpp); "
+    skips=(("cuda_on_host.foreach_chunks", "float16 add_ with alpha != 1 is torch's on the CPU (csrc/ops/foreach.cpp); "
             "the multi-chunk walk runs once, on a foreach op every member of which is fused"),),
 )

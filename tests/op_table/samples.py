@@ -80,7 +80,7 @@ def binary_errors(name: str, torch_op: Callable) -> Callable[[], List[ErrorInput
         ErrorInput(f"{name} shapes don't broadcast", "op", (A34, B5), RuntimeError, lambda: torch_op(A34, B5)),
         ErrorInput(f"{name}_ shapes don't broadcast", "inplace", (A34, B5), RuntimeError,
                    lambda: torch_op(A34, B5)),
-        # Integer, bool and complex operands are torch's op's (csrc/twin.h), its errors too.
+        # Integer, bool and complex operands are torch's op's (csrc/core/twin.h), its errors too.
         ErrorInput(f"{name} integer tensors, float alpha", "op", (INTS, INTS), RuntimeError,
                    lambda: torch_op(INTS, INTS, alpha=0.5), {"alpha": 0.5}),
         ErrorInput(f"{name} bool alpha, float result", "op", (B5, B5), RuntimeError,
