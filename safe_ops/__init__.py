@@ -1,7 +1,7 @@
 """safe_ops: fused, autograd-safe accumulation ops for PyTorch.
 
-Functional ops (``add``, ``sub``, ``addcmul``, ``addcdiv``, ``lerp``, ``accumulate``) never write into their
-inputs and save only what their backward reads. In-place-when-safe variants (``add_`` ...) write into their first
+Functional ops (``safe_ops.add`` and every op declared beside it) never write into their inputs and save only
+what their backward reads. In-place-when-safe variants (``add_`` ...) write into their first
 argument when that cannot invalidate the autograd graph and otherwise return a new tensor: rebind the result,
 ``total = safe_ops.add_(total, x)``. Every op is declared once in ``safe_ops/_declarations.py``.
 """
