@@ -5,7 +5,7 @@
 // view) raises torch's error at backward instead of reading the new values. Registered here, the call also skips
 // torch's boxed autograd fallback, which copied every list into IValues (~0.2 us a member).
 #include "autograd/common.h"
-#include "foreach_ops.h"
+#include "generated/foreach_ops.h"
 
 #include <c10/core/GradMode.h>
 
