@@ -1,5 +1,7 @@
 # make test: create .venv, install torch + tools, lint, build the extension (CUDA too when nvcc is found), run tests.
 # make lint: ruff (Python) and clang-format (C++/CUDA) at the code's 120 columns; `make format` applies them.
+# make generate: rewrites csrc/generated/ (C++ from safe_ops/_declarations.py; the build does it too, and
+#   tests/test_generated.py fails when a committed file is stale).
 # make bench: the default benchmark subset (BENCH_ARGS=--all for everything).
 # make matrix: the version matrix (.ci/matrix.py): build and test on each other torch/Python pair claimed
 #   (LEGS="device cpu py310 newest" by default; each leg its own venv and build under build/matrix/<leg>).
@@ -40,9 +42,8 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
-# make generate: the code written from safe_ops/_declarations.py (safe_ops/_generated.py; setup.py runs it too).
 generate:
-	$(PYTHON) csrc/codegen/python_wrappers.py
+	$(PYTHON) csrc/codegen/generate.py
 
 build: venv
 	$(PY) setup.py -q build_ext --inplace

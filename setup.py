@@ -47,14 +47,13 @@ def _cuda_include_dirs() -> list:
 
 
 def _generate() -> tuple:
-    # Schemas and fast entry points come from safe_ops/_declarations.py (csrc/codegen/generate.py).
+    # The C++ that safe_ops/_declarations.py implies (schemas, operator names, kernel dtypes, foreach list, fast
+    # entry points), committed in csrc/generated/; rewritten here only where the declarations changed it, so a build
+    # never compiles stale code (`make generate` does the same without building).
     sys.path.insert(0, os.path.join(ROOT, "csrc", "codegen"))
     import generate  # noqa: E402
 
     generate.main()
-    import python_wrappers  # noqa: E402  (safe_ops/_generated.py, committed: rewritten only when stale)
-
-    python_wrappers.main()
     return os.path.relpath(generate.SCHEMAS, ROOT), os.path.relpath(generate.ENTRIES, ROOT)
 
 
@@ -83,11 +82,11 @@ def _extensions() -> list:
     # -Bsymbolic-functions: the library's calls to its own functions bind to them at link time (no PLT lookup, and
     # never to another library's copy of an inline function).
     link = ["-fopenmp", "-Wl,-soname,libsafe_ops.so", "-Wl,-Bsymbolic-functions"] + strip
-    # Includes are relative to csrc ("core/formulas.h"); the generated files (foreach_ops.h) live in the build tree.
-    generated = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "build", "generated")]
+    # Includes are relative to csrc ("core/formulas.h", "generated/operators.h").
+    includes = [os.path.join(ROOT, "csrc")]
     if not _want_cuda():
         ops = cpp_extension.CppExtension(
-            OPS_LIBRARY, sources, include_dirs=generated, extra_compile_args={"cxx": cxx}, extra_link_args=link
+            OPS_LIBRARY, sources, include_dirs=includes, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
     else:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -99,7 +98,7 @@ def _extensions() -> list:
         ops = cpp_extension.CUDAExtension(
             OPS_LIBRARY,
             sources,
-            include_dirs=generated + _cuda_include_dirs(),
+            include_dirs=includes + _cuda_include_dirs(),
             extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=link,
         )
@@ -112,7 +111,7 @@ def _extensions() -> list:
     binding = cpp_extension.CppExtension(
         "safe_ops._C",
         ["csrc/python/module.cpp", entries] + sorted(glob.glob("csrc/cuda_on_host/*.cpp")),
-        include_dirs=generated,
+        include_dirs=includes,
         extra_compile_args={"cxx": cxx},
         libraries=["safe_ops"],
         extra_link_args=["-Wl,-rpath,$ORIGIN"] + strip,

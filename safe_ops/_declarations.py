@@ -2,12 +2,15 @@
 
 From each declaration come, with no other list anywhere:
 - the operator schemas of the functional op, its in-place kernel (``<name>_inplace``, first argument
-  ``Tensor(a!)``) and the backward ops (generated C++: ``tools/codegen.py`` at build time);
+  ``Tensor(a!)``) and the backward ops, the C++ operator names the op code registers and calls, the kernel dtypes
+  and the defer-to-torch rule (generated C++ in ``csrc/generated/``, written by ``csrc/codegen/generate.py``:
+  ``make generate``, and by setup.py before each build; ``tests/test_generated.py`` fails when they are stale);
 - the C fast entry points, one per overload (same generated C++);
 - the Python wrappers ``safe_ops.<name>`` and ``safe_ops.<name>_`` with their overload choice, docstrings and
   in-place-when-safe rules (``_wrappers.py``, at import);
-- the fake kernels of the functional and in-place ops (``_fake.py``), ``__all__``, and the test and benchmark
-  tables (``tests/op_table.py`` adds samples and references per op name).
+- the fake kernels (``_fake.py``), vmap rules (``_vmap.py``) and DTensor sharding rules (``_distributed.py``) of
+  every op, in-place kernel and backward op, computed at import from the fields here (none of those modules names an
+  op), ``__all__``, and the test and benchmark tables (``tests/op_table.py`` adds samples and references per op name).
 
 This module imports nothing but the standard library: the build reads it before torch is involved.
 Schema argument strings use torch's schema syntax; the Python wrapper takes the same arguments in the same
@@ -36,6 +39,12 @@ class Overload:
     never_inplace: str = ""
     # Python expression for the in-place variant's out-of-place result (default: the functional op).
     inplace_fallback: str = ""
+    # The sets of tensor operands (Python parameter names) the result is jointly linear in, the other operands held
+    # fixed: Partial(sum) (or avg) on every operand of a set and Replicate on the rest gives a Partial result. DTensor
+    # keeps Partial without communication where one set holds every pointwise tensor operand (_distributed.py);
+    # an op multiplying two tensors declares them in separate sets. Empty: affine or nonlinear (add.Scalar adds a
+    # constant).
+    linear_in: Tuple[Tuple[str, ...], ...] = ()
 
     def parsed(self) -> List[Arg]:
         return parse_args(self.args)
@@ -54,9 +63,9 @@ class Op:
     coefficients: Tuple[str, ...] = ()
     # Name of the in-place target when the functional op has no `self` (accumulate_(out, tensors, ...)).
     inplace_target: str = ""
-    # torch has an op of this name and schema (aten::<name>, in place aten::<name>_): it computes the calls the
-    # kernels do not (integer, bool and complex dtypes, complex or bool numbers, in-place operands of another
-    # dtype), with torch's own autograd (csrc/core/twin.h, safe_ops/_twin.py). accumulate has none.
+    # torch has an op of this name and schema (aten::<name>, in place aten::<name>_): it computes the calls
+    # DEFER_TO_TORCH says the kernels do not, with torch's own autograd (csrc/core/twin.h, safe_ops/_twin.py).
+    # accumulate has none: those calls raise.
     twin: bool = False
     # `input` may be a Python number, as torch.add(2, t) takes it (a wrapped number: it joins the promotion as a
     # number does).
@@ -97,14 +106,48 @@ class BackwardOp:
     overload: str
     args: str
     returns: str
+    # What it computes, from which come its fake kernel (_fake.py), vmap rule (_vmap.py) and sharding rule
+    # (_distributed.py); none of them names a backward op:
+    # "masked": gradients of a pointwise op, one per output_mask entry (None where unset), each pointwise over grad
+    #   and the operands passed, at their broadcast shape, in grad's dtype;
+    # "scale": out[k] = scales[k]·grad, one tensor like grad per scale (float[] scales, or a 1-D tensor of them);
+    # "dot": the K dot products Σ grad·tensors[k], a float64 vector (sharded operands give partial sums).
+    kind: str
+    linear_in: Tuple[Tuple[str, ...], ...] = ()  # as Overload.linear_in, over the schema argument names
 
+
+# The dtypes the kernels compute (in at::opmath_type, rounding once), by torch's names: the one list. The C++ op code
+# reads it from csrc/generated/kernel_dtypes.h (safe_ops::is_kernel_dtype), Python from here (_twin.py, _foreach.py).
+KERNEL_DTYPES: Tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class DeferRule:
+    """When a call of an op with a torch twin (``Op.twin``) goes to torch's op of the same schema instead of the
+    kernels. One rule, applied in the dispatcher by csrc/core/twin.h (``TwinCheck``, reading the generated
+    csrc/generated/kernel_dtypes.h) and by the fake kernels through safe_ops/_twin.py (``uses_twin``, reading this).
+    A call of an op without a twin that the rule would defer raises (a TypeError for a dtype)."""
+
+    dtypes: Tuple[str, ...]  # a tensor operand of a dtype not listed defers
+    numbers: Tuple[str, ...]  # a Python number of these kinds defers ("complex", "bool")
+    inplace_mixed: bool  # in place: an operand of another dtype than the target defers (torch casts into it)
+    # An op that does not promote (``Op.dtype == "first"``): operands of several dtypes defer (torch's lerp takes a
+    # 0-dim weight of another dtype, and raises for the rest).
+    unpromoted_mixed: bool
+    # Operands of several dtypes, one of them requiring grad in grad mode: torch's backward formulas round operand
+    # products in the operands' own dtypes, so only torch's op gives torch's gradients.
+    recorded_mixed: bool
+
+
+DEFER_TO_TORCH = DeferRule(KERNEL_DTYPES, ("complex", "bool"), True, True, True)
 
 OPS: Tuple[Op, ...] = (
     Op(
         "add",
         ("input", "other", "alpha"),
         (
-            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", "isinstance(other, Tensor)"),
+            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", "isinstance(other, Tensor)",
+                     linear_in=(("input", "other"),)),
             Overload("Scalar", "Tensor self, Scalar other, Scalar alpha=1"),
         ),
         "``input + alpha * other``, like :func:`torch.add` (broadcasting, type promotion, ``other`` a number).",
@@ -116,7 +159,8 @@ OPS: Tuple[Op, ...] = (
         "sub",
         ("input", "other", "alpha"),
         (
-            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", "isinstance(other, Tensor)"),
+            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", "isinstance(other, Tensor)",
+                     linear_in=(("input", "other"),)),
             Overload("Scalar", "Tensor self, Scalar other, Scalar alpha=1"),
         ),
         "``input - alpha * other``, like :func:`torch.sub`.",
@@ -133,11 +177,13 @@ OPS: Tuple[Op, ...] = (
                 "Tensor[] tensors, Tensor weights",
                 "isinstance(weights, Tensor)",
                 inplace_fallback="accumulate([out] + tensors, torch.cat([weights.new_ones(1), weights]))",
+                linear_in=(("tensors",),),
             ),
             Overload(
                 "",
                 "Tensor[] tensors, float[]? weights=None",
                 inplace_fallback="accumulate([out] + tensors, None if weights is None else [1.0] + list(weights))",
+                linear_in=(("tensors",),),
             ),
         ),
         "``Σ weights[i] * tensors[i]`` in one pass over the inputs, with no intermediate tensors.\n\n"
@@ -152,7 +198,10 @@ OPS: Tuple[Op, ...] = (
     Op(
         "addcmul",
         ("input", "tensor1", "tensor2", "value"),
-        (Overload("", "Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1"),),
+        (
+            Overload("", "Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1",
+                     linear_in=(("input", "tensor1"), ("input", "tensor2"))),
+        ),
         "``input + value * tensor1 * tensor2``, like :func:`torch.addcmul`.",
         "``tensor2`` only if ``tensor1`` needs a gradient, ``tensor1`` only if ``tensor2`` does, nothing for\n"
         "``input``.",
@@ -161,7 +210,10 @@ OPS: Tuple[Op, ...] = (
     Op(
         "addcdiv",
         ("input", "tensor1", "tensor2", "value"),
-        (Overload("", "Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1"),),
+        (
+            Overload("", "Tensor self, Tensor tensor1, Tensor tensor2, *, Scalar value=1",
+                     linear_in=(("input", "tensor1"),)),
+        ),
         "``input + value * tensor1 / tensor2``, like :func:`torch.addcdiv` (Adam's update).",
         "``tensor2`` if ``tensor1`` or ``tensor2`` needs a gradient, ``tensor1`` only if ``tensor2`` does,\n"
         "nothing for ``input``.",
@@ -177,8 +229,9 @@ OPS: Tuple[Op, ...] = (
                 "isinstance(weight, Tensor)",
                 # The weight's gradient reads the original input, which the write would destroy.
                 never_inplace="weight.requires_grad and torch.is_grad_enabled()",
+                linear_in=(("input", "end"),),
             ),
-            Overload("Scalar", "Tensor self, Tensor end, Scalar weight"),
+            Overload("Scalar", "Tensor self, Tensor end, Scalar weight", linear_in=(("input", "end"),)),
         ),
         "``input + weight * (end - input)``, like :func:`torch.lerp` (same formula, no type promotion).\n\n"
         "The EMA update is ``ema = lerp(ema, x, 1 - decay)``.",
@@ -201,26 +254,32 @@ FOREACH_OPS: Tuple[ForeachOp, ...] = (
 FOREACH_SCHEMA_ARGS = "Tensor(a!)[] self, Tensor[] operands, float[] scalars, Tensor? scalar_tensor"
 
 BACKWARD_OPS: Tuple[BackwardOp, ...] = (
-    BackwardOp("scale_many", "", "Tensor grad, float[] scales", "Tensor[]"),
-    BackwardOp("scale_many", "weights_tensor", "Tensor grad, Tensor scales", "Tensor[]"),
-    BackwardOp("dot_many", "", "Tensor grad, Tensor[] tensors", "Tensor"),
+    BackwardOp("scale_many", "", "Tensor grad, float[] scales", "Tensor[]", "scale", (("grad",),)),
+    BackwardOp("scale_many", "weights_tensor", "Tensor grad, Tensor scales", "Tensor[]", "scale", (("grad",),)),
+    BackwardOp("dot_many", "", "Tensor grad, Tensor[] tensors", "Tensor", "dot", (("grad",), ("tensors",))),
     BackwardOp(
         "addcmul_backward",
         "",
         "Tensor grad, Tensor? tensor1, Tensor? tensor2, Scalar value, bool[2] output_mask",
         "(Tensor, Tensor)",
+        "masked",
+        (("grad",),),
     ),
     BackwardOp(
         "addcdiv_backward",
         "",
         "Tensor grad, Tensor? tensor1, Tensor? tensor2, Scalar value, bool[2] output_mask",
         "(Tensor, Tensor)",
+        "masked",
+        (("grad",),),
     ),
     BackwardOp(
         "lerp_backward",
         "",
         "Tensor grad, Tensor? self, Tensor? end, Tensor? weight, bool[3] output_mask",
         "(Tensor, Tensor, Tensor)",
+        "masked",
+        (("grad",),),
     ),
 )
 

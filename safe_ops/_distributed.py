@@ -6,9 +6,10 @@ because importing ``torch.distributed.tensor`` costs time that ``import safe_ops
 Every op is pointwise in its tensor operands (``Tensor``, ``Tensor?`` and ``Tensor[]`` arguments): Shard(d)/Replicate
 propagate with broadcasting (a broadcast dimension takes Replicate), anything else is redistributed to Replicate. A
 coefficient tensor (accumulate's weights, K numbers) is Replicate. Partial is kept without communication where the
-op is linear in those operands (add/sub: both operands Partial with the same reduce op; lerp with a number weight:
-input and end Partial; accumulate: every member Partial). The rules are chosen from the operand roles of the
-declarations, never per op name. ``dot_many`` (K dot products) turns Shard into Partial(sum).
+declaration says the result is linear in all those operands at once (``Overload.linear_in``: add/sub, lerp with a
+number weight, accumulate; not addcmul, whose tensor1 and tensor2 multiply). The rules are chosen from the operand
+roles, linearity and backward-op kinds of the declarations, never per op name. A "dot" backward op (K dot products)
+turns Shard into Partial(sum).
 
 The in-place kernels (``<op>_inplace``, ``foreach_<op>_inplace``) never change their target's placement, as torch's
 own in-place ops: a strategy that would redistribute the target is not offered, and where none is left DTensor raises
@@ -23,8 +24,8 @@ Two registration paths for the rest:
 - else (a torch without them: 2.11) the public ``torch.distributed.tensor.experimental.register_sharding``
   for the functional ops, and the op-strategy registration (``register_op_strategy`` with
   ``expand_to_full_mesh_op_strategy``, what register_sharding wraps) for the one it cannot describe
-  (``scale_many``: a ``Tensor[]`` result of len(scales) tensors). ``BACKEND`` says which path registered.
-Per torch release: 2.13's single-dim expansion cannot take a ``Tensor[]`` result, so ``scale_many`` takes the op
+  (a "scale" backward op: a ``Tensor[]`` result of len(scales) tensors). ``BACKEND`` says which path registered.
+Per torch release: 2.13's single-dim expansion cannot take a ``Tensor[]`` result, so "scale" ops take the op
 strategy there too; 2.11's expansion has no ``allow_uneven_sharding``, so the in-place kernels expand their
 target-keeping rules themselves (``_keep_target_strategy``).
 """
@@ -37,14 +38,14 @@ import torch
 
 from ._declarations import BACKWARD_OPS, FOREACH_OPS, OPS, inplace_roles, operand_roles, parse_args
 from ._sharding_rules import (
-    _dot_many,
+    _dot,
     _foreach,
     _leaves,
     _partial_rules,
     _pointwise,
     _replicate_rule,
-    _scale_many,
-    _scale_many_outputs,
+    _scale,
+    _scale_outputs,
 )
 from ._support import release
 
@@ -53,17 +54,16 @@ BACKEND: Optional[str] = None  # "single_dim" or "register_sharding", once regis
 
 
 def _linear(op, ov) -> bool:
-    """Linear in every tensor operand at once (so that Partial(sum) on all operands stays Partial(sum)): an op whose
-    result is a number-weighted sum of its tensor operands. Derived from the declaration: no tensor is a multiplier
-    of another (addcmul/addcdiv multiply tensor1 by tensor2, a Tensor lerp weight multiplies); a list of operands
-    (accumulate) is Σ weights[i] * tensors[i] with number weights or a Replicate coefficient tensor."""
-    roles = operand_roles(op, ov)
-    if "l" in roles:
-        return True
-    if "c" in roles:
-        return False
-    # addcmul/addcdiv declare three operands of which two multiply; add/sub/lerp(Scalar) are sums of two operands.
-    return roles.count("o") == 2 and op.dtype in ("promote", "first")
+    """Linear in every pointwise tensor operand at once (Partial on all of them stays Partial): one of the overload's
+    declared sets (Overload.linear_in) holds them all. Coefficient tensors (accumulate's weights) are Replicate."""
+    pointwise = {name for name, role in zip(op.params, operand_roles(op, ov)) if role in "ol"}
+    return any(pointwise <= set(names) for names in ov.linear_in)
+
+
+def _linear_positions(b) -> list:
+    """A backward op's declared linear sets (BackwardOp.linear_in) as argument positions."""
+    names = [a.name for a in parse_args(b.args)]
+    return [tuple(names.index(n) for n in names_in) for names_in in b.linear_in]
 
 
 # ---- Registration. --------------------------------------------------------------------------------------------------
@@ -150,21 +150,21 @@ def _shard_kinds(args) -> list:
     return kinds
 
 
-def _scale_many_meta(args):
+def _scale_meta(args):
     from torch.distributed.tensor._dtensor_spec import TensorMeta
 
     grad = args[0].tensor_meta
-    return [TensorMeta(grad.shape, grad.stride, grad.dtype)] * _scale_many_outputs(args)
+    return [TensorMeta(grad.shape, grad.stride, grad.dtype)] * _scale_outputs(args)
 
 
-def _scale_many_strategy(op, static: bool) -> None:
-    """scale_many as an op strategy: its Tensor[] result has as many tensors as scales."""
-    _op_strategy(op, _scale_many, inplace=False, n_out=_scale_many_outputs, static_argnum=1 if static else 100,
-                 out_meta=_scale_many_meta)
+def _scale_strategy(op, rules: Callable, static: bool) -> None:
+    """A "scale" backward op as an op strategy: its Tensor[] result has as many tensors as scales."""
+    _op_strategy(op, rules, inplace=False, n_out=_scale_outputs, static_argnum=1 if static else 100,
+                 out_meta=_scale_meta)
 
 
 def _single_dim_takes_list_results() -> bool:
-    """torch 2.13's single-dim expansion counts a Tensor[] result as one output and asserts on scale_many's
+    """torch 2.13's single-dim expansion counts a Tensor[] result as one output and asserts on a "scale" op's
     strategies ("Strategy length 3 != expected 2"); 2.14 takes the number of outputs from the strategy."""
     return release(torch.__version__) >= (2, 14)
 
@@ -197,15 +197,15 @@ class _SingleDim:
         self.single_dim(op, schema_info=RuntimeSchemaInfo(static_argnum, needs_pytree=needs_pytree),
                         allow_uneven_sharding=True)(lambda op, args, kwargs: rules(self.placeholder, args))
 
-    def scale_many(self, op, static: bool) -> None:
-        # scale_many(grad, float[] scales): the number of results is len(scales), part of the strategy's cache key
+    def scale(self, op, rules: Callable, static: bool) -> None:
+        # (grad, float[] scales): the number of results is len(scales), part of the strategy's cache key
         if not _single_dim_takes_list_results():
-            _scale_many_strategy(op, static)
+            _scale_strategy(op, rules, static)
             return
-        self.rules(op, _scale_many, static_argnum=1 if static else 100)
+        self.rules(op, rules, static_argnum=1 if static else 100)
 
-    def dot_many(self, op) -> None:
-        self.rules(op, _dot_many, needs_pytree=True)
+    def dot(self, op, rules: Callable) -> None:
+        self.rules(op, rules, needs_pytree=True)
 
 
 class _Public:
@@ -231,11 +231,11 @@ class _Public:
 
         self.register_sharding(op)(sharding)
 
-    def scale_many(self, op, static: bool) -> None:  # a Tensor[] result: beyond register_sharding
-        _scale_many_strategy(op, static)
+    def scale(self, op, rules: Callable, static: bool) -> None:  # a Tensor[] result: beyond register_sharding
+        _scale_strategy(op, rules, static)
 
-    def dot_many(self, op) -> None:
-        self.rules(op, _dot_many, 1)
+    def dot(self, op, rules: Callable) -> None:
+        self.rules(op, rules, 1)
 
 
 def _backend():
@@ -268,13 +268,16 @@ def register() -> None:
                          _pointwise(iroles, 0, linear), inplace=True, needs_pytree="l" in iroles)
     for b in BACKWARD_OPS:
         overload = getattr(getattr(ns, b.name), b.overload or "default")
-        if b.name == "scale_many":
-            backend.scale_many(overload, static=not b.overload)
-        elif b.name == "dot_many":
-            backend.dot_many(overload)
-        else:  # the backward ops of the pointwise ops: pointwise in grad and the saved operands
-            roles = "".join("o" if a.type.startswith("Tensor") else "s" for a in parse_args(b.args))
-            backend.functional(overload, roles, b.returns.count("Tensor"), False)
+        args = parse_args(b.args)
+        if b.kind == "scale":  # float[] scales (not a tensor) are part of the strategy's cache key
+            backend.scale(overload, _scale(_linear_positions(b)), static=not args[1].type.startswith("Tensor"))
+        elif b.kind == "dot":
+            backend.dot(overload, _dot(_linear_positions(b)))
+        else:  # "masked": pointwise in grad and the saved operands
+            roles = "".join("o" if a.type.startswith("Tensor") else "s" for a in args)
+            tensors = {a.name for a in args if a.type.startswith("Tensor")}
+            linear = any(tensors <= set(names) for names in b.linear_in)
+            backend.functional(overload, roles, b.returns.count("Tensor"), linear)
     for fop in FOREACH_OPS:
         base = next(op for op in OPS if op.name == fop.base)
         ov = next(o for o in base.overloads if operand_roles(base, o).count("o") == 1 + len(fop.lists))

@@ -1,7 +1,8 @@
 """Fake (meta) kernels for torch.compile and FakeTensor: same shape, dtype, device and strides as the real
 kernels, which allocate their outputs through a TensorIterator. Registered for every declared op
-(_declarations.py) by its dtype rule. `_elementwise_empty` reproduces the
-iterator's layout rules (ATen/TensorIterator.cpp: fast setup, then reorder_dimensions)."""
+(_declarations.py) by its dtype rule, and for every backward op by its declared kind; no op is named here.
+`_elementwise_empty` reproduces the iterator's layout rules (ATen/TensorIterator.cpp: fast setup, then
+reorder_dimensions)."""
 from __future__ import annotations
 
 import functools
@@ -179,32 +180,27 @@ for _foreach_op in FOREACH_OPS:
     torch.library.register_fake(f"safe_ops::{_foreach_op.name}_inplace")(_foreach_fake)
 
 
-@torch.library.register_fake("safe_ops::scale_many")
-def _scale_many_fake(grad, scales):
-    return [_elementwise_empty([grad], grad.dtype, grad.device) for _ in scales]
+def _scale_fake(grad, scales):
+    # "scale": one tensor like grad per scale (a list of numbers, or a 1-D tensor of them).
+    n = scales.shape[0] if isinstance(scales, Tensor) else len(scales)
+    return [_elementwise_empty([grad], grad.dtype, grad.device) for _ in range(n)]
 
 
-@torch.library.register_fake("safe_ops::scale_many.weights_tensor")
-def _scale_many_weights_tensor_fake(grad, scales):
-    return [_elementwise_empty([grad], grad.dtype, grad.device) for _ in range(scales.shape[0])]
-
-
-@torch.library.register_fake("safe_ops::dot_many")
-def _dot_many_fake(grad, tensors):
+def _dot_fake(grad, tensors):
+    # "dot": one float64 number per tensor.
     return grad.new_empty((len(tensors),), dtype=torch.float64)
 
 
-def _register_masked_backward(name: str) -> None:
-    # (grad, operands..., [scalars...], output_mask): each requested gradient at the broadcast of grad and the
-    # operands passed (autograd passes exactly those the requested gradients read).
-    def fake(grad, *rest):
-        output_mask = rest[-1]
-        inputs = [grad] + [t for t in rest[:-1] if isinstance(t, Tensor)]
-        return tuple(_elementwise_empty(inputs, grad.dtype, grad.device) if want else None for want in output_mask)
+def _masked_fake(grad, *rest):
+    # "masked": (grad, operands..., [scalars...], output_mask): each requested gradient at the broadcast of grad and
+    # the operands passed (autograd passes exactly those the requested gradients read).
+    output_mask = rest[-1]
+    inputs = [grad] + [t for t in rest[:-1] if isinstance(t, Tensor)]
+    return tuple(_elementwise_empty(inputs, grad.dtype, grad.device) if want else None for want in output_mask)
 
-    torch.library.register_fake(f"safe_ops::{name}")(fake)
 
+_BACKWARD_FAKES = {"scale": _scale_fake, "dot": _dot_fake, "masked": _masked_fake}  # by BackwardOp.kind
 
 for _backward in BACKWARD_OPS:
-    if _backward.args.endswith("output_mask"):
-        _register_masked_backward(qualified(_backward.name, _backward.overload))
+    torch.library.register_fake(f"safe_ops::{qualified(_backward.name, _backward.overload)}")(
+        _BACKWARD_FAKES[_backward.kind])

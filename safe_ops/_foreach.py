@@ -18,10 +18,10 @@ from torch import Tensor
 from torch.compiler import is_compiling
 
 from . import _C, _inplace
-from ._declarations import OPS, ForeachOp, entry_name
+from ._declarations import KERNEL_DTYPES, OPS, ForeachOp, entry_name
 from ._native import ops
 
-_SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_SUPPORTED = tuple(getattr(torch, name) for name in KERNEL_DTYPES)
 _NUMBER = (int, float)  # bool is an int; a plain tuple keeps torch.compile tracing
 
 

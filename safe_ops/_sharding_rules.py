@@ -58,37 +58,53 @@ def _pointwise(roles: str, n_out: int, linear: bool) -> Callable:
     return rules
 
 
-def _dot_many(shard, args) -> list:
-    """dot_many(grad, tensors) -> K dot products Σ grad * tensors[k]: sharded operands give partial sums; linear in
-    grad, and in each tensor."""
+def _partial_rows(n_out: int, leaves: Sequence[int], linear_in: Sequence[Sequence[int]]) -> list:
+    """The rows that keep Partial: for each declared set of arguments the result is linear in (argument positions;
+    BackwardOp.linear_in), Partial(reduce) on the outputs and on those arguments' tensors, Replicate on the other
+    tensors. leaves: the number of tensors of each argument."""
     from torch.distributed.tensor.placement_types import Partial, Replicate
 
-    grad, tensors = args[0].shape, [t.shape for t in _leaves(args[1])]
-    out = []
-    for d in range(len(grad)):
-        out.append([Partial("sum"), shard(d)]
-                   + [shard(md) if (md := _source_dim(grad, t, d)) >= 0 else Replicate() for t in tensors])
+    rows = []
     for reduce in ("sum", "avg"):
-        out.append([Partial(reduce), Partial(reduce)] + [Replicate()] * len(tensors))
-        out.append([Partial(reduce), Replicate()] + [Partial(reduce)] * len(tensors))
-    return out
+        for positions in linear_in:
+            rows.append([Partial(reduce)] * n_out + [Partial(reduce) if i in positions else Replicate()
+                                                     for i, n in enumerate(leaves) for _ in range(n)])
+    return rows
 
 
-def _scale_many(shard, args) -> list:
-    """scale_many(grad, scales) -> [scales[k] * grad]: as many outputs as scales, each laid out like grad (linear in
-    grad: Partial stays Partial); a tensor of scales is Replicate."""
+def _dot(linear_in: Sequence[Sequence[int]]) -> Callable:
+    """A "dot" backward op (grad, tensors) -> K dot products Σ grad * tensors[k]: sharded operands give partial sums;
+    Partial kept as declared (linear in grad, and in the tensors)."""
     from torch.distributed.tensor.placement_types import Partial, Replicate
 
-    grad, scales = args[0], args[1]
-    tensor_scales = bool(_leaves(scales))
-    n = scales.shape[0] if tensor_scales else len(scales)
-    tail = [Replicate()] if tensor_scales else []
-    out = [[shard(d)] * (n + 1) + tail for d in range(len(grad.shape))]
-    out += [[Partial(r)] * (n + 1) + tail for r in ("sum", "avg")]
-    return out
+    def rules(shard, args) -> list:
+        grad, tensors = args[0].shape, [t.shape for t in _leaves(args[1])]
+        out = []
+        for d in range(len(grad)):
+            out.append([Partial("sum"), shard(d)]
+                       + [shard(md) if (md := _source_dim(grad, t, d)) >= 0 else Replicate() for t in tensors])
+        return out + _partial_rows(1, [1, len(tensors)], linear_in)
+
+    return rules
 
 
-def _scale_many_outputs(args) -> int:
+def _scale(linear_in: Sequence[Sequence[int]]) -> Callable:
+    """A "scale" backward op (grad, scales) -> [scales[k] * grad]: as many outputs as scales, each laid out like grad;
+    a tensor of scales is Replicate; Partial kept as declared (linear in grad)."""
+    from torch.distributed.tensor.placement_types import Replicate
+
+    def rules(shard, args) -> list:
+        grad, scales = args[0], args[1]
+        tensor_scales = bool(_leaves(scales))
+        n = _scale_outputs(args)
+        tail = [Replicate()] if tensor_scales else []
+        out = [[shard(d)] * (n + 1) + tail for d in range(len(grad.shape))]
+        return out + _partial_rows(n, [1, int(tensor_scales)], linear_in)
+
+    return rules
+
+
+def _scale_outputs(args) -> int:
     scales = args[1]
     return scales.shape[0] if _leaves(scales) else len(scales)
 

@@ -1,7 +1,5 @@
-"""Which calls go to torch's own op (the C++ rule of csrc/core/twin.h, for the fake kernels and the in-place wrappers):
-the hand-written kernels compute float16/bfloat16/float32/float64 with real numbers; integer, bool and complex
-operands, complex or bool numbers, in-place operands of another dtype than the target, and operands of several
-dtypes that autograd records are torch's."""
+"""Which calls go to torch's own op, for the fake kernels: the declared rule ``DEFER_TO_TORCH``
+(``_declarations.py``), which csrc/core/twin.h applies to the real calls from the same declaration."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -9,10 +7,17 @@ from typing import Iterable
 import torch
 from torch import Tensor
 
-KERNEL_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
+from ._declarations import DEFER_TO_TORCH
+
+KERNEL_DTYPES = frozenset(getattr(torch, name) for name in DEFER_TO_TORCH.dtypes)  # KERNEL_DTYPES, as torch dtypes
+_NUMBER_KINDS = {"complex": complex, "bool": bool}
+_DEFERRED_NUMBERS = tuple(_NUMBER_KINDS[kind] for kind in DEFER_TO_TORCH.numbers)
 
 
 def uses_twin(args: Iterable, inplace: bool, promotes: bool = True) -> bool:
+    """Whether DEFER_TO_TORCH gives this call (the op's arguments in order, an in-place kernel's target first) to
+    torch's op; `promotes`: the op has torch's type promotion (``Op.dtype == "promote"``)."""
+    rule = DEFER_TO_TORCH
     target = None
     mixed = requires_grad = False
     for a in args:
@@ -23,12 +28,12 @@ def uses_twin(args: Iterable, inplace: bool, promotes: bool = True) -> bool:
             if target is None:
                 target = a.dtype
             elif a.dtype != target:
-                if inplace or not promotes:  # lerp with a 0-dim weight of another dtype: torch's promotion
+                if (inplace and rule.inplace_mixed) or (not promotes and rule.unpromoted_mixed):
                     return True
                 mixed = True
-        elif isinstance(a, (bool, complex)):
+        elif isinstance(a, _DEFERRED_NUMBERS):
             return True
-    return mixed and requires_grad and torch.is_grad_enabled()
+    return rule.recorded_mixed and mixed and requires_grad and torch.is_grad_enabled()
 
 
 def aten_op(name: str, overload: str, inplace: bool):

@@ -6,7 +6,7 @@ dimension moved to the front and size-1 dimensions after it, so that its per-sam
 unbatched operands' under broadcasting; the op then broadcasts over the batch. ``accumulate`` does the same for
 every tensor of its list. A batched weights tensor (one weight vector per sample) cannot be one fused call; it is
 computed with torch ops. An in-place op writes through the same aligned view of its batched target. The backward
-ops (``scale_many``, ``dot_many``, ``<op>_backward``) have rules too.
+ops have rules too, one per declared kind (``BackwardOp.kind``); no op is named here.
 """
 from __future__ import annotations
 
@@ -120,35 +120,43 @@ def _rule_for(op: Op, ov: Overload, inplace: bool):
 # jacobian(vectorize=True)); under torch.func the Nodes take the differentiable composition instead.
 
 
-def _scale_many(info: Any, in_dims: tuple, grad: Tensor, scales: Any):
-    out = torch.ops.safe_ops.scale_many.default(grad.movedim(in_dims[0], 0), scales)
-    return out, [0] * len(out)
+def _scale(handle: Any):
+    """"scale" (out[k] = scales[k]·grad): one call over the whole batch, or with per-sample scales (B, K), one
+    product per scale with torch ops."""
 
-
-def _scale_many_weights_tensor(info: Any, in_dims: tuple, grad: Tensor, scales: Tensor):
-    if in_dims[1] is None:
-        out = torch.ops.safe_ops.scale_many.weights_tensor(grad.movedim(in_dims[0], 0), scales)
+    def rule(info: Any, in_dims: tuple, grad: Tensor, scales: Any):
+        if not isinstance(scales, Tensor) or in_dims[1] is None:
+            out = handle(grad.movedim(in_dims[0], 0), scales)
+            return out, [0] * len(out)
+        s = scales.movedim(in_dims[1], 0)  # (B, K): per-sample scales, one product each
+        g = grad.unsqueeze(0) if in_dims[0] is None else grad.movedim(in_dims[0], 0)
+        view = (-1,) + (1,) * (g.dim() - 1)
+        out = [(g * s[:, i].reshape(view)).to(grad.dtype) for i in range(s.shape[1])]
         return out, [0] * len(out)
-    s = scales.movedim(in_dims[1], 0)  # (B, K): per-sample scales, one product each
-    g = grad.unsqueeze(0) if in_dims[0] is None else grad.movedim(in_dims[0], 0)
-    view = (-1,) + (1,) * (g.dim() - 1)
-    out = [(g * s[:, i].reshape(view)).to(grad.dtype) for i in range(s.shape[1])]
-    return out, [0] * len(out)
+
+    return rule
 
 
-def _dot_many(info: Any, in_dims: tuple, grad: Tensor, tensors: List[Tensor]):
-    flat = [(grad, in_dims[0])] + list(zip(tensors, in_dims[1]))
-    rank = max(_logical_dim(t, d) for t, d in flat)
-    g = _align(grad, in_dims[0], rank).double()  # the kernel sums in float64 too
-    columns = []
-    for x, d in zip(tensors, in_dims[1]):
-        product = g * _align(x, d, rank).double()
-        batched = product.dim() == rank + 1
-        columns.append(product.flatten(1).sum(1) if batched else product.sum().expand(info.batch_size))
-    return torch.stack(columns, dim=1), 0
+def _dot(handle: Any):
+    """"dot" (Σ grad·tensors[k]): per sample, with torch ops in float64 as the kernel sums."""
+
+    def rule(info: Any, in_dims: tuple, grad: Tensor, tensors: List[Tensor]):
+        flat = [(grad, in_dims[0])] + list(zip(tensors, in_dims[1]))
+        rank = max(_logical_dim(t, d) for t, d in flat)
+        g = _align(grad, in_dims[0], rank).double()  # the kernel sums in float64 too
+        columns = []
+        for x, d in zip(tensors, in_dims[1]):
+            product = g * _align(x, d, rank).double()
+            batched = product.dim() == rank + 1
+            columns.append(product.flatten(1).sum(1) if batched else product.sum().expand(info.batch_size))
+        return torch.stack(columns, dim=1), 0
+
+    return rule
 
 
-def _pointwise_backward(op: Any):
+def _masked(op: Any):
+    """"masked" (gradients pointwise over grad and the operands): one call over the whole batch."""
+
     def rule(info: Any, in_dims: tuple, *args: Any):
         flat = [(a, d) for a, d in zip(args, in_dims) if isinstance(a, Tensor)]
         rank = max(_logical_dim(t, d) for t, d in flat)
@@ -170,12 +178,10 @@ def register() -> None:
             for inplace in (False, True):
                 name = qualified(op.name + ("_inplace" if inplace else ""), ov.name)
                 torch.library.register_vmap(f"safe_ops::{name}", _rule_for(op, ov, inplace))
-    rules = {"scale_many": _scale_many, "scale_many.weights_tensor": _scale_many_weights_tensor,
-             "dot_many": _dot_many}
+    rules = {"scale": _scale, "dot": _dot, "masked": _masked}  # by BackwardOp.kind
     for b in BACKWARD_OPS:
-        name = qualified(b.name, b.overload)
         handle = getattr(getattr(torch.ops.safe_ops, b.name), b.overload or "default")
-        torch.library.register_vmap(f"safe_ops::{name}", rules.get(name) or _pointwise_backward(handle))
+        torch.library.register_vmap(f"safe_ops::{qualified(b.name, b.overload)}", rules[b.kind](handle))
 
 
 register()

@@ -57,7 +57,7 @@ struct AccumulateBackward final : Node {
         for (const auto& x : xs) dots.push_back((grad * x).sum());
         out[n_inputs] = at::stack(dots);
       } else {
-        static const auto dot_many = find_op<DotManySig>("safe_ops::dot_many", "");
+        static const auto dot_many = find_op<DotManySig>(schema::dot_many);
         out[n_inputs] = dot_many.call(grad, xs);
       }
     }
@@ -84,14 +84,14 @@ struct AccumulateBackward final : Node {
     if (!fused.empty()) {
       std::vector<at::Tensor> scaled;
       if (has_weights_tensor) {
-        static const auto scale_many = find_op<ScaleManyTensorSig>("safe_ops::scale_many", "weights_tensor");
+        static const auto scale_many = find_op<ScaleManyTensorSig>(schema::scale_many_weights_tensor);
         // Dispatcher ops only (no host-built index tensor), so that tracing under FakeTensor works.
         std::vector<at::Tensor> selected_weights;
         for (int64_t i : fused) selected_weights.push_back(w.select(0, i - offset));
         const at::Tensor selected = static_cast<int64_t>(fused.size()) == w.size(0) ? w : at::stack(selected_weights);
         scaled = scale_many.call(grad, selected);
       } else {
-        static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
+        static const auto scale_many = find_op<ScaleManySig>(schema::scale_many);
         scaled = scale_many.call(grad, fused_weights);
       }
       for (size_t j = 0; j < fused.size(); ++j) out[fused[j]] = std::move(scaled[j]);
@@ -173,7 +173,7 @@ at::Tensor accumulate_tangent(const at::Tensor* out, at::TensorList tensors,
 }
 
 at::Tensor accumulate_autograd(at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
-  static const auto op = find_op<ListSig>("safe_ops::accumulate", "");
+  static const auto op = find_op<ListSig>(schema::accumulate);
   auto node = make_accumulate_node(nullptr, tensors, weights, nullptr);
   at::Tensor result = call_below_autograd(op, tensors, weights);
   attach(result, node);
@@ -182,7 +182,7 @@ at::Tensor accumulate_autograd(at::TensorList tensors, std::optional<at::ArrayRe
 }
 
 at::Tensor accumulate_weights_tensor_autograd(at::TensorList tensors, const at::Tensor& weights) {
-  static const auto op = find_op<TensorWeightsSig>("safe_ops::accumulate", "weights_tensor");
+  static const auto op = find_op<TensorWeightsSig>(schema::accumulate_weights_tensor);
   auto node = make_accumulate_node(nullptr, tensors, std::nullopt, &weights);
   at::Tensor result = call_below_autograd(op, tensors, weights);
   attach(result, node);
@@ -191,7 +191,7 @@ at::Tensor accumulate_weights_tensor_autograd(at::TensorList tensors, const at::
 }
 
 void accumulate_inplace_autograd(at::Tensor& out, at::TensorList tensors, std::optional<at::ArrayRef<double>> weights) {
-  static const auto op = find_op<ListInplaceSig>("safe_ops::accumulate_inplace", "");
+  static const auto op = find_op<ListInplaceSig>(schema::accumulate_inplace);
   auto node = make_accumulate_node(&out, tensors, weights, nullptr);
   check_inplace(out, static_cast<bool>(node));
   at::Tensor tangent = accumulate_tangent(&out, tensors, weights, nullptr);  // before the write: out may be listed
@@ -201,7 +201,7 @@ void accumulate_inplace_autograd(at::Tensor& out, at::TensorList tensors, std::o
 }
 
 void accumulate_weights_tensor_inplace_autograd(at::Tensor& out, at::TensorList tensors, const at::Tensor& weights) {
-  static const auto op = find_op<TensorWeightsInplaceSig>("safe_ops::accumulate_inplace", "weights_tensor");
+  static const auto op = find_op<TensorWeightsInplaceSig>(schema::accumulate_inplace_weights_tensor);
   auto node = make_accumulate_node(&out, tensors, std::nullopt, &weights);
   check_inplace(out, static_cast<bool>(node));
   at::Tensor tangent = accumulate_tangent(&out, tensors, std::nullopt, &weights);
@@ -213,10 +213,10 @@ void accumulate_weights_tensor_inplace_autograd(at::Tensor& out, at::TensorList 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  m.impl("accumulate", accumulate_autograd);
-  m.impl("accumulate.weights_tensor", accumulate_weights_tensor_autograd);
-  m.impl("accumulate_inplace", accumulate_inplace_autograd);
-  m.impl("accumulate_inplace.weights_tensor", accumulate_weights_tensor_inplace_autograd);
+  m.impl(schema::accumulate.impl_name, accumulate_autograd);
+  m.impl(schema::accumulate_weights_tensor.impl_name, accumulate_weights_tensor_autograd);
+  m.impl(schema::accumulate_inplace.impl_name, accumulate_inplace_autograd);
+  m.impl(schema::accumulate_inplace_weights_tensor.impl_name, accumulate_weights_tensor_inplace_autograd);
 }
 
 }  // namespace safe_ops::autograd

@@ -52,10 +52,11 @@ using ScalarSig = at::Tensor(const at::Tensor&, const at::Scalar&, const at::Sca
 using TensorInplaceSig = void(at::Tensor&, const at::Tensor&, const at::Scalar&);
 using ScalarInplaceSig = void(at::Tensor&, const at::Scalar&, const at::Scalar&);
 
-// sign: +1 for add, -1 for sub. One template per (signature, op name) keeps the four variants one body each.
-template <int Sign>
+// sign: +1 for add, -1 for sub; Op: the operator below autograd. One template per (signature, op) keeps the eight
+// registrations four bodies.
+template <int Sign, const schema::TwinnedOperator& Op>
 at::Tensor tensor_autograd(const at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
-  static const auto op = find_op<TensorSig>(Sign > 0 ? "safe_ops::add" : "safe_ops::sub", "Tensor");
+  static const auto op = find_op<TensorSig>(Op);
   auto node = make_add_node(self, &other, Sign * alpha.toDouble());
   at::Tensor result = call_below_autograd(op, self, other, alpha);
   attach(result, node);
@@ -63,9 +64,9 @@ at::Tensor tensor_autograd(const at::Tensor& self, const at::Tensor& other, cons
   return result;
 }
 
-template <int Sign>
+template <const schema::TwinnedOperator& Op>
 at::Tensor scalar_autograd(const at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  static const auto op = find_op<ScalarSig>(Sign > 0 ? "safe_ops::add" : "safe_ops::sub", "Scalar");
+  static const auto op = find_op<ScalarSig>(Op);
   auto node = make_add_node(self, nullptr, 1.0);
   at::Tensor result = call_below_autograd(op, self, other, alpha);
   attach(result, node);
@@ -73,10 +74,9 @@ at::Tensor scalar_autograd(const at::Tensor& self, const at::Scalar& other, cons
   return result;
 }
 
-template <int Sign>
+template <int Sign, const schema::TwinnedOperator& Op>
 void tensor_inplace_autograd(at::Tensor& self, const at::Tensor& other, const at::Scalar& alpha) {
-  static const auto op =
-      find_op<TensorInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace", "Tensor");
+  static const auto op = find_op<TensorInplaceSig>(Op);
   auto node = make_add_node(self, &other, Sign * alpha.toDouble());
   check_inplace(self, static_cast<bool>(node));
   at::Tensor tangent = add_tangent(self, &other, Sign * alpha.toDouble());
@@ -85,10 +85,9 @@ void tensor_inplace_autograd(at::Tensor& self, const at::Tensor& other, const at
   set_inplace_tangent(self, std::move(tangent));
 }
 
-template <int Sign>
+template <const schema::TwinnedOperator& Op>
 void scalar_inplace_autograd(at::Tensor& self, const at::Scalar& other, const at::Scalar& alpha) {
-  static const auto op =
-      find_op<ScalarInplaceSig>(Sign > 0 ? "safe_ops::add_inplace" : "safe_ops::sub_inplace", "Scalar");
+  static const auto op = find_op<ScalarInplaceSig>(Op);
   auto node = make_add_node(self, nullptr, 1.0);
   check_inplace(self, static_cast<bool>(node));
   call_below_autograd(op, self, other, alpha);
@@ -99,14 +98,14 @@ void scalar_inplace_autograd(at::Tensor& self, const at::Scalar& other, const at
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  impl_with_twin(m, "add.Tensor", tensor_autograd<1>);
-  impl_with_twin(m, "sub.Tensor", tensor_autograd<-1>);
-  impl_with_twin(m, "add.Scalar", scalar_autograd<1>);
-  impl_with_twin(m, "sub.Scalar", scalar_autograd<-1>);
-  impl_with_twin(m, "add_inplace.Tensor", tensor_inplace_autograd<1>);
-  impl_with_twin(m, "sub_inplace.Tensor", tensor_inplace_autograd<-1>);
-  impl_with_twin(m, "add_inplace.Scalar", scalar_inplace_autograd<1>);
-  impl_with_twin(m, "sub_inplace.Scalar", scalar_inplace_autograd<-1>);
+  impl_with_twin(m, schema::add_Tensor, tensor_autograd<1, schema::add_Tensor>);
+  impl_with_twin(m, schema::sub_Tensor, tensor_autograd<-1, schema::sub_Tensor>);
+  impl_with_twin(m, schema::add_Scalar, scalar_autograd<schema::add_Scalar>);
+  impl_with_twin(m, schema::sub_Scalar, scalar_autograd<schema::sub_Scalar>);
+  impl_with_twin(m, schema::add_inplace_Tensor, tensor_inplace_autograd<1, schema::add_inplace_Tensor>);
+  impl_with_twin(m, schema::sub_inplace_Tensor, tensor_inplace_autograd<-1, schema::sub_inplace_Tensor>);
+  impl_with_twin(m, schema::add_inplace_Scalar, scalar_inplace_autograd<schema::add_inplace_Scalar>);
+  impl_with_twin(m, schema::sub_inplace_Scalar, scalar_inplace_autograd<schema::sub_inplace_Scalar>);
 }
 
 }  // namespace safe_ops::autograd

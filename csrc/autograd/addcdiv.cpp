@@ -8,9 +8,9 @@ namespace {
 
 struct Addcdiv {
   static constexpr const char* kName = "safe_ops::AddcdivBackward";
-  static constexpr const char* kOp = "safe_ops::addcdiv";
-  static constexpr const char* kInplaceOp = "safe_ops::addcdiv_inplace";
-  static constexpr const char* kBackwardOp = "safe_ops::addcdiv_backward";
+  static constexpr const schema::TwinnedOperator& kOp = schema::addcdiv;
+  static constexpr const schema::TwinnedOperator& kInplaceOp = schema::addcdiv_inplace;
+  static constexpr const schema::Operator& kBackwardOp = schema::addcdiv_backward;
   template <typename T>
   using Grad1 = formulas::AddcdivGradTensor1<T>;
   template <typename T>
@@ -29,8 +29,8 @@ struct Addcdiv {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  impl_with_twin(m, "addcdiv", value_op_autograd<Addcdiv>);
-  impl_with_twin(m, "addcdiv_inplace", value_op_inplace_autograd<Addcdiv>);
+  impl_with_twin(m, Addcdiv::kOp, value_op_autograd<Addcdiv>);
+  impl_with_twin(m, Addcdiv::kInplaceOp, value_op_inplace_autograd<Addcdiv>);
 }
 
 }  // namespace safe_ops::autograd

@@ -8,9 +8,9 @@ namespace {
 
 struct Addcmul {
   static constexpr const char* kName = "safe_ops::AddcmulBackward";
-  static constexpr const char* kOp = "safe_ops::addcmul";
-  static constexpr const char* kInplaceOp = "safe_ops::addcmul_inplace";
-  static constexpr const char* kBackwardOp = "safe_ops::addcmul_backward";
+  static constexpr const schema::TwinnedOperator& kOp = schema::addcmul;
+  static constexpr const schema::TwinnedOperator& kInplaceOp = schema::addcmul_inplace;
+  static constexpr const schema::Operator& kBackwardOp = schema::addcmul_backward;
   template <typename T>
   using Grad1 = formulas::AddcmulGradOne<T>;
   template <typename T>
@@ -28,8 +28,8 @@ struct Addcmul {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  impl_with_twin(m, "addcmul", value_op_autograd<Addcmul>);
-  impl_with_twin(m, "addcmul_inplace", value_op_inplace_autograd<Addcmul>);
+  impl_with_twin(m, Addcmul::kOp, value_op_autograd<Addcmul>);
+  impl_with_twin(m, Addcmul::kInplaceOp, value_op_inplace_autograd<Addcmul>);
 }
 
 }  // namespace safe_ops::autograd

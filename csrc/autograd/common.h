@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include "core/formulas.h"
+#include "generated/operators.h"
 
 #include <array>
 #include <functional>
@@ -165,9 +166,10 @@ std::array<at::Tensor, Formula<at::Tensor>::kOut> apply_formula(double scalar, c
   return out;
 }
 
+// The dispatcher's handle of a declared operator (csrc/generated/operators.h), typed.
 template <typename Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name, const char* overload) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, overload).template typed<Sig>();
+c10::TypedOperatorHandle<Sig> find_op(const schema::Operator& op) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(op.name, op.overload).template typed<Sig>();
 }
 
 // Runs `op` on the device kernels (the Autograd kernel has recorded the graph already).

@@ -5,7 +5,7 @@
 // view) raises torch's error at backward instead of reading the new values. Registered here, the call also skips
 // torch's boxed autograd fallback, which copied every list into IValues (~0.2 us a member).
 #include "autograd/common.h"
-#include "foreach_ops.h"
+#include "generated/foreach_ops.h"
 
 #include <c10/core/GradMode.h>
 
@@ -37,7 +37,7 @@ void foreach_autograd(const c10::TypedOperatorHandle<ForeachSig>& op, const char
 #define SAFE_OPS_FOREACH_AUTOGRAD(base, formula, nlists)                                                     \
   void foreach_##base##_autograd(at::TensorList self, at::TensorList operands, at::ArrayRef<double> scalars, \
                                  const std::optional<at::Tensor>& scalar_tensor) {                           \
-    static const auto op = find_op<ForeachSig>("safe_ops::foreach_" #base "_inplace", "");                   \
+    static const auto op = find_op<ForeachSig>(schema::foreach_##base##_inplace);                            \
     foreach_autograd(op, #base, self, operands, scalars, scalar_tensor);                                     \
   }
 SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_AUTOGRAD)
@@ -46,7 +46,8 @@ SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_AUTOGRAD)
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-#define SAFE_OPS_FOREACH_REGISTER(base, formula, nlists) m.impl("foreach_" #base "_inplace", foreach_##base##_autograd);
+#define SAFE_OPS_FOREACH_REGISTER(base, formula, nlists) \
+  m.impl(schema::foreach_##base##_inplace.impl_name, foreach_##base##_autograd);
   SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_REGISTER)
 #undef SAFE_OPS_FOREACH_REGISTER
 }

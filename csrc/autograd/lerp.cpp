@@ -32,7 +32,7 @@ struct LerpScalarBackward final : Node {
     const bool want_self = task_should_compute_output(0), want_end = task_should_compute_output(1);
     const bool full_shapes = shapes.is_full(grad, 0) && shapes.is_full(grad, 1);
     if (want_self && want_end && full_shapes && !backward_needs_graph(grad)) {
-      static const auto scale_many = find_op<ScaleManySig>("safe_ops::scale_many", "");
+      static const auto scale_many = find_op<ScaleManySig>(schema::scale_many);
       auto scaled = scale_many.call(grad, {1.0 - weight, weight});
       out[0] = std::move(scaled[0]);
       out[1] = std::move(scaled[1]);
@@ -71,7 +71,7 @@ struct LerpTensorBackward final : Node {
       if (want[1]) full[1] = apply_formula<formulas::LerpBackward2>(0.0, grad, weight)[0];
       if (want[2]) full[2] = apply_formula<formulas::LerpBackward4>(0.0, grad, self, end)[0];
     } else {
-      static const auto backward = find_op<BackwardSig>("safe_ops::lerp_backward", "");
+      static const auto backward = find_op<BackwardSig>(schema::lerp_backward);
       std::tie(full[0], full[1], full[2]) = backward.call(grad, self, end, weight, want);
     }
     for (int i = 0; i < 3; ++i) {
@@ -127,7 +127,7 @@ auto make_tensor_node(const at::Tensor& self, const at::Tensor& end, const at::T
 }
 
 at::Tensor lerp_scalar_autograd(const at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
-  static const auto op = find_op<ScalarSig>("safe_ops::lerp", "Scalar");
+  static const auto op = find_op<ScalarSig>(schema::lerp_Scalar);
   auto node = make_scalar_node(self, end, weight);
   at::Tensor result = call_below_autograd(op, self, end, weight);
   attach(result, node);
@@ -136,7 +136,7 @@ at::Tensor lerp_scalar_autograd(const at::Tensor& self, const at::Tensor& end, c
 }
 
 at::Tensor lerp_tensor_autograd(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
-  static const auto op = find_op<TensorSig>("safe_ops::lerp", "Tensor");
+  static const auto op = find_op<TensorSig>(schema::lerp_Tensor);
   auto node = make_tensor_node(self, end, weight);
   at::Tensor result = call_below_autograd(op, self, end, weight);
   attach(result, node);
@@ -145,7 +145,7 @@ at::Tensor lerp_tensor_autograd(const at::Tensor& self, const at::Tensor& end, c
 }
 
 void lerp_scalar_inplace_autograd(at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
-  static const auto op = find_op<ScalarInplaceSig>("safe_ops::lerp_inplace", "Scalar");
+  static const auto op = find_op<ScalarInplaceSig>(schema::lerp_inplace_Scalar);
   auto node = make_scalar_node(self, end, weight);
   check_inplace(self, static_cast<bool>(node));
   at::Tensor tangent = lerp_tangent(self, end, weight);
@@ -155,7 +155,7 @@ void lerp_scalar_inplace_autograd(at::Tensor& self, const at::Tensor& end, const
 }
 
 void lerp_tensor_inplace_autograd(at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
-  static const auto op = find_op<TensorInplaceSig>("safe_ops::lerp_inplace", "Tensor");
+  static const auto op = find_op<TensorInplaceSig>(schema::lerp_inplace_Tensor);
   // The weight's gradient reads the original self, which the write destroys.
   TORCH_CHECK(!(c10::GradMode::is_enabled() && weight.requires_grad()),
               "safe_ops.lerp_inplace cannot write in place when weight requires grad: its gradient reads the "
@@ -171,10 +171,10 @@ void lerp_tensor_inplace_autograd(at::Tensor& self, const at::Tensor& end, const
 }  // namespace
 
 TORCH_LIBRARY_IMPL(safe_ops, Autograd, m) {
-  impl_with_twin(m, "lerp.Scalar", lerp_scalar_autograd);
-  impl_with_twin(m, "lerp.Tensor", lerp_tensor_autograd);
-  impl_with_twin(m, "lerp_inplace.Scalar", lerp_scalar_inplace_autograd);
-  impl_with_twin(m, "lerp_inplace.Tensor", lerp_tensor_inplace_autograd);
+  impl_with_twin(m, schema::lerp_Scalar, lerp_scalar_autograd);
+  impl_with_twin(m, schema::lerp_Tensor, lerp_tensor_autograd);
+  impl_with_twin(m, schema::lerp_inplace_Scalar, lerp_scalar_inplace_autograd);
+  impl_with_twin(m, schema::lerp_inplace_Tensor, lerp_tensor_inplace_autograd);
 }
 
 }  // namespace safe_ops::autograd

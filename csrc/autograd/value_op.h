@@ -1,6 +1,8 @@
 // Autograd for ops of the form self + value·f(tensor1, tensor2) (addcmul and its kin): d/dself = grad and the two
 // operand gradients of f, each summed to its input's shape. An op supplies a Traits struct:
-//   static constexpr const char* kName, kOp, kInplaceOp, kBackwardOp;   (node name, schema names)
+//   static constexpr const char* kName;   (node name)
+//   static constexpr const schema::TwinnedOperator& kOp, kInplaceOp; const schema::Operator& kBackwardOp;
+//                                                    (its operators: csrc/generated/operators.h)
 //   template <typename T> using Grad1 = ...; template <typename T> using Grad2 = ...;   (csrc/core/formulas.h)
 //   static constexpr bool kGrad2ReadsT2;   d/dtensor2 reads tensor2 too, or only tensor1 (addcmul)
 //   static bool saves_t1(bool need1, bool need2); static bool saves_t2(bool need1, bool need2);
@@ -42,7 +44,7 @@ struct ValueOpBackward final : Node {
       if (want2) out[2] = shapes.reduce(grad2(grad, t1, t2), 2);
       return out;
     }
-    static const auto backward = find_op<BackwardSig>(Traits::kBackwardOp, "");
+    static const auto backward = find_op<BackwardSig>(Traits::kBackwardOp);
     auto [g1, g2] = backward.call(grad, t1, t2, value, {want1, want2});
     if (want1) out[1] = shapes.reduce(g1, 1);
     if (want2) out[2] = shapes.reduce(g2, 2);
@@ -87,7 +89,7 @@ template <typename Traits>
 at::Tensor value_op_autograd(const at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2,
                              const at::Scalar& value) {
   using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Scalar&);
-  static const auto op = find_op<Sig>(Traits::kOp, "");
+  static const auto op = find_op<Sig>(Traits::kOp);
   auto node = make_value_op_node<Traits>(self, t1, t2, value);
   at::Tensor result = call_below_autograd(op, self, t1, t2, value);
   attach(result, node);
@@ -98,7 +100,7 @@ at::Tensor value_op_autograd(const at::Tensor& self, const at::Tensor& t1, const
 template <typename Traits>
 void value_op_inplace_autograd(at::Tensor& self, const at::Tensor& t1, const at::Tensor& t2, const at::Scalar& value) {
   using Sig = void(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Scalar&);
-  static const auto op = find_op<Sig>(Traits::kInplaceOp, "");
+  static const auto op = find_op<Sig>(Traits::kInplaceOp);
   auto node = make_value_op_node<Traits>(self, t1, t2, value);
   check_inplace(self, static_cast<bool>(node));
   at::Tensor tangent = value_op_tangent<Traits>(self, t1, t2, value);  // before the write: it reads t1, t2

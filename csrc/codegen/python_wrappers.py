@@ -1,6 +1,7 @@
 """Writes safe_ops/_generated.py from safe_ops/_declarations.py: the Python wrappers ``safe_ops.<op>``,
 ``safe_ops.<op>_``, ``safe_ops.foreach_<op>_`` and the overload selectors, as straight-line code a person can read
-and ruff can check. ``make generate`` (and setup.py) run it; tests/test_generated.py fails when the file is stale.
+and ruff can check. csrc/codegen/generate.py runs it with the C++ generators (``make generate``, and setup.py
+before each build); tests/test_generated.py fails when the file is stale.
 
 What the generated code does per call (README: Design, "Fast entry points"):
 - ``safe_ops.<op>`` is a builtin (``_C._make_front``, bound in ``_wrappers.py``) that maps its arguments onto the
@@ -15,12 +16,9 @@ Standard library only: the build runs it before the package can be imported.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Callable, Dict, List
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from generate import ROOT, load_declarations  # noqa: E402
-
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(ROOT, "safe_ops", "_generated.py")
 LINE_LIMIT = 120
 
@@ -313,15 +311,3 @@ def render(decl) -> str:
     return "\n".join(w for line in text.split("\n") for w in _wrap(line))
 
 
-def main() -> None:
-    text = render(load_declarations())
-    if os.path.exists(OUTPUT):
-        with open(OUTPUT) as f:
-            if f.read() == text:
-                return
-    with open(OUTPUT, "w") as f:
-        f.write(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -14,8 +14,8 @@
 #include <cstddef>
 #include <vector>
 
-#include "foreach_ops.h"  // generated from safe_ops/_declarations.py (build/generated)
 #include "core/formulas.h"
+#include "generated/foreach_ops.h"  // SAFE_OPS_FOREACH_OPS, from safe_ops/_declarations.py
 
 namespace at {
 struct TensorIteratorBase;

@@ -3,14 +3,13 @@
 #include <ATen/native/TypeProperties.h>
 #include <c10/util/SmallVector.h>
 
+#include "generated/kernel_dtypes.h"
+
 namespace safe_ops {
 
 void check_result_dtype(at::ScalarType dtype, const char* op_name) {
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-                   "safe_ops.", op_name,
-                   " supports float16, bfloat16, float32 and float64 results, but the inputs "
-                   "promote to ",
-                   dtype, ". Use the torch op for other dtypes.");
+  TORCH_CHECK_TYPE(is_kernel_dtype(dtype), "safe_ops.", op_name, " supports ", kKernelDtypeNames,
+                   " results, but the inputs promote to ", dtype, ". Use the torch op for other dtypes.");
 }
 
 at::ScalarType promoted_dtype(at::TensorList operands) {

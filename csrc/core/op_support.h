@@ -13,10 +13,11 @@
 #include <vector>
 
 #include "core/dispatch_stubs.h"
+#include "generated/operators.h"  // schema::<op>: the operators' names, from safe_ops/_declarations.py
 
 namespace safe_ops {
 
-// Raises TypeError unless `dtype` is one the kernels support (float16, bfloat16, float32, float64).
+// Raises TypeError unless `dtype` is one the kernels support (KERNEL_DTYPES: csrc/generated/kernel_dtypes.h).
 void check_result_dtype(at::ScalarType dtype, const char* op_name);
 
 // Whether lerp's number weight is exactly 1 in the kernel's opmath (float32 for every dtype but float64). There

@@ -160,13 +160,13 @@ at::Tensor dot_many(const at::Tensor& grad, at::TensorList tensors) {
 }
 
 void register_impls(torch::Library& m) {
-  m.impl("accumulate", accumulate);
-  m.impl("accumulate.weights_tensor", accumulate_weights_tensor);
-  m.impl("accumulate_inplace", accumulate_);
-  m.impl("accumulate_inplace.weights_tensor", accumulate_weights_tensor_);
-  m.impl("scale_many", scale_many);
-  m.impl("scale_many.weights_tensor", scale_many_weights_tensor);
-  m.impl("dot_many", dot_many);
+  m.impl(schema::accumulate.impl_name, accumulate);
+  m.impl(schema::accumulate_weights_tensor.impl_name, accumulate_weights_tensor);
+  m.impl(schema::accumulate_inplace.impl_name, accumulate_);
+  m.impl(schema::accumulate_inplace_weights_tensor.impl_name, accumulate_weights_tensor_);
+  m.impl(schema::scale_many.impl_name, scale_many);
+  m.impl(schema::scale_many_weights_tensor.impl_name, scale_many_weights_tensor);
+  m.impl(schema::dot_many.impl_name, dot_many);
 }
 
 }  // namespace

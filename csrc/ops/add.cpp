@@ -146,14 +146,14 @@ void sub_scalar_(at::Tensor& self, const at::Scalar& other, const at::Scalar& al
 }
 
 void register_impls(torch::Library& m) {
-  impl_with_twin(m, "add.Tensor", add_tensor);
-  impl_with_twin(m, "add.Scalar", add_scalar);
-  impl_with_twin(m, "sub.Tensor", sub_tensor);
-  impl_with_twin(m, "sub.Scalar", sub_scalar);
-  impl_with_twin(m, "add_inplace.Tensor", add_tensor_);
-  impl_with_twin(m, "add_inplace.Scalar", add_scalar_);
-  impl_with_twin(m, "sub_inplace.Tensor", sub_tensor_);
-  impl_with_twin(m, "sub_inplace.Scalar", sub_scalar_);
+  impl_with_twin(m, schema::add_Tensor, add_tensor);
+  impl_with_twin(m, schema::add_Scalar, add_scalar);
+  impl_with_twin(m, schema::sub_Tensor, sub_tensor);
+  impl_with_twin(m, schema::sub_Scalar, sub_scalar);
+  impl_with_twin(m, schema::add_inplace_Tensor, add_tensor_);
+  impl_with_twin(m, schema::add_inplace_Scalar, add_scalar_);
+  impl_with_twin(m, schema::sub_inplace_Tensor, sub_tensor_);
+  impl_with_twin(m, schema::sub_inplace_Scalar, sub_scalar_);
 }
 
 }  // namespace

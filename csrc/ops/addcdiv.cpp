@@ -22,9 +22,9 @@ std::tuple<at::Tensor, at::Tensor> addcdiv_backward(const at::Tensor& grad, cons
 }
 
 void register_impls(torch::Library& m) {
-  impl_with_twin(m, "addcdiv", addcdiv);
-  impl_with_twin(m, "addcdiv_inplace", addcdiv_);
-  m.impl("addcdiv_backward", addcdiv_backward);
+  impl_with_twin(m, schema::addcdiv, addcdiv);
+  impl_with_twin(m, schema::addcdiv_inplace, addcdiv_);
+  m.impl(schema::addcdiv_backward.impl_name, addcdiv_backward);
 }
 
 }  // namespace

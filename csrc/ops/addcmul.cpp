@@ -21,9 +21,9 @@ std::tuple<at::Tensor, at::Tensor> addcmul_backward(const at::Tensor& grad, cons
 }
 
 void register_impls(torch::Library& m) {
-  impl_with_twin(m, "addcmul", addcmul);
-  impl_with_twin(m, "addcmul_inplace", addcmul_);
-  m.impl("addcmul_backward", addcmul_backward);
+  impl_with_twin(m, schema::addcmul, addcmul);
+  impl_with_twin(m, schema::addcmul_inplace, addcmul_);
+  m.impl(schema::addcmul_backward.impl_name, addcmul_backward);
 }
 
 }  // namespace

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -118,15 +117,15 @@ bool members_interact(at::TensorList self, at::TensorList operands, int nlists) 
 // formula, foreach does too, and stays equal to the per-tensor op: add_ of float16/bfloat16 with alpha != 1
 // (csrc/ops/add.cpp), lerp_ at a number weight of exactly 1 (csrc/ops/lerp.cpp). Writes the member and says so. A rule
 // of torch's CPU loops only: torch's CUDA kernels are one formula each, which the fused CUDA kernel computes.
-bool torch_writes_member(std::string_view name, const at::Tensor& t, const at::Tensor& operand, double value) {
+bool torch_writes_member(ForeachId op, const at::Tensor& t, const at::Tensor& operand, double value) {
   if (!t.is_cpu()) return false;
   const at::ScalarType dtype = t.scalar_type();
   if (operand.scalar_type() != dtype) return false;
-  if (name == "foreach_add_" && value != 1.0 && (dtype == at::kHalf || dtype == at::kBFloat16)) {
+  if (op == ForeachId::add && value != 1.0 && (dtype == at::kHalf || dtype == at::kBFloat16)) {
     t.add_(operand, value);
     return true;
   }
-  if (name == "foreach_lerp_" && lerp_weight_is_one(value, dtype)) {
+  if (op == ForeachId::lerp && lerp_weight_is_one(value, dtype)) {
     t.lerp_(operand, value);
     return true;
   }
@@ -135,8 +134,8 @@ bool torch_writes_member(std::string_view name, const at::Tensor& t, const at::T
 
 // Groups members by (member dtype, operand dtype) and runs the fused kernel once per group. `first` is the index of
 // self[0] in the caller's list (for the per-member numbers on the device).
-void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
-               at::ArrayRef<double> scalars, const at::Tensor& device_values, size_t first, std::string_view name) {
+void run_fused(const DispatchStub<ForeachFn>& stub, ForeachId op, int nlists, at::TensorList self,
+               at::TensorList operands, at::ArrayRef<double> scalars, const at::Tensor& device_values, size_t first) {
   const c10::Device device = self[0].device();
   std::vector<ForeachGroup> groups;                           // one per (member dtype, operand dtype): usually one
   std::vector<std::pair<at::Tensor, at::Tensor>> write_back;  // (member, dense copy written in its place)
@@ -148,7 +147,7 @@ void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList s
     const double value = !device_values.defined() ? scalars[i]
                          : device.is_cpu()        ? device_values.const_data_ptr<double>()[first + i]
                                                   : 1.0;
-    if (host_value && torch_writes_member(name, t, operands[i * nlists], value)) continue;
+    if (host_value && torch_writes_member(op, t, operands[i * nlists], value)) continue;
     at::ScalarType operand_dtype = operands[i * nlists].scalar_type();
     for (int k = 1; k < nlists; ++k)
       operand_dtype = c10::promoteTypes(operand_dtype, operands[i * nlists + k].scalar_type());
@@ -183,8 +182,9 @@ void run_fused(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList s
   for (auto& [member, dense] : write_back) member.copy_(dense);
 }
 
-void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::TensorList self, at::TensorList operands,
-                     at::ArrayRef<double> scalars, const std::optional<at::Tensor>& scalar_tensor, const char* name) {
+void foreach_inplace(const DispatchStub<ForeachFn>& stub, ForeachId op, int nlists, at::TensorList self,
+                     at::TensorList operands, at::ArrayRef<double> scalars,
+                     const std::optional<at::Tensor>& scalar_tensor, const char* name) {
   at::Tensor values = scalar_tensor.has_value() ? *scalar_tensor : at::Tensor();
   check_args(self, operands, nlists, scalars, values, name);
   // From here on nothing depends on the arguments' validity: members are written only below.
@@ -199,26 +199,28 @@ void foreach_inplace(const DispatchStub<ForeachFn>& stub, int nlists, at::Tensor
   // Converted on the device, asynchronously: the values never travel to the host.
   const at::Tensor device_values = values.defined() ? values.to(at::kDouble).contiguous() : at::Tensor();
   if (!members_interact(self, operands, nlists)) {
-    run_fused(stub, nlists, self, operands, scalars, device_values, 0, name);
+    run_fused(stub, op, nlists, self, operands, scalars, device_values, 0);
     return;
   }
   for (size_t i = 0; i < self.size(); ++i) {
     if (self[i].numel() == 0) continue;
-    run_fused(stub, nlists, self.slice(i, 1), operands.slice(i * nlists, nlists),
-              device_values.defined() ? at::ArrayRef<double>() : scalars.slice(i, 1), device_values, i, name);
+    run_fused(stub, op, nlists, self.slice(i, 1), operands.slice(i * nlists, nlists),
+              device_values.defined() ? at::ArrayRef<double>() : scalars.slice(i, 1), device_values, i);
   }
 }
 
-#define SAFE_OPS_FOREACH_IMPL(base, formula, nlists)                                                              \
-  void foreach_##base##_inplace(at::TensorList self, at::TensorList operands, at::ArrayRef<double> scalars,       \
-                                const std::optional<at::Tensor>& scalar_tensor) {                                 \
-    foreach_inplace(foreach_##base##_stub, nlists, self, operands, scalars, scalar_tensor, "foreach_" #base "_"); \
+#define SAFE_OPS_FOREACH_IMPL(base, formula, nlists)                                                        \
+  void foreach_##base##_inplace(at::TensorList self, at::TensorList operands, at::ArrayRef<double> scalars, \
+                                const std::optional<at::Tensor>& scalar_tensor) {                           \
+    foreach_inplace(foreach_##base##_stub, ForeachId::base, nlists, self, operands, scalars, scalar_tensor, \
+                    "foreach_" #base "_");                                                                  \
   }
 SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_IMPL)
 #undef SAFE_OPS_FOREACH_IMPL
 
 void register_impls(torch::Library& m) {
-#define SAFE_OPS_FOREACH_REGISTER(base, formula, nlists) m.impl("foreach_" #base "_inplace", foreach_##base##_inplace);
+#define SAFE_OPS_FOREACH_REGISTER(base, formula, nlists) \
+  m.impl(schema::foreach_##base##_inplace.impl_name, foreach_##base##_inplace);
   SAFE_OPS_FOREACH_OPS(SAFE_OPS_FOREACH_REGISTER)
 #undef SAFE_OPS_FOREACH_REGISTER
 }

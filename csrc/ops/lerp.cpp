@@ -9,7 +9,8 @@
 namespace safe_ops {
 namespace {
 
-// torch.lerp does not promote: every tensor operand must have self's dtype.
+// torch.lerp does not promote: every tensor operand must have self's dtype (the twin rule sends calls with several
+// dtypes to torch's op before they come here; the check keeps the kernels safe from any other caller).
 void check_same_dtype(const at::Tensor& self, const at::Tensor& other, const char* what) {
   TORCH_CHECK(self.scalar_type() == other.scalar_type(), "expected dtype ", self.scalar_type(), " for `", what,
               "` but got dtype ", other.scalar_type());
@@ -45,10 +46,8 @@ at::Tensor lerp_scalar(const at::Tensor& self, const at::Tensor& end, const at::
   return lerp_into(at::Tensor(), self, end, at::Tensor(), weight.toDouble(), "lerp");
 }
 at::Tensor lerp_tensor(const at::Tensor& self, const at::Tensor& end, const at::Tensor& weight) {
-  // A 0-dim weight of another dtype joins torch's promotion (all 0-dim: bfloat16 and float16 give float32).
-  if (weight.scalar_type() != self.scalar_type() && end.scalar_type() == self.scalar_type()) {
-    return at::lerp(self, end, weight);
-  }
+  // A weight of another dtype (torch promotes a 0-dim one) never comes here: DEFER_TO_TORCH gives lerp's calls with
+  // operands of several dtypes to torch's op (csrc/core/twin.h).
   return lerp_into(at::Tensor(), self, end, weight, 0.0, "lerp");
 }
 void lerp_scalar_(at::Tensor& self, const at::Tensor& end, const at::Scalar& weight) {
@@ -100,11 +99,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lerp_backward(const at::Tensor& g
 }
 
 void register_impls(torch::Library& m) {
-  impl_with_twin(m, "lerp.Scalar", lerp_scalar);
-  impl_with_twin(m, "lerp.Tensor", lerp_tensor);
-  impl_with_twin(m, "lerp_inplace.Scalar", lerp_scalar_);
-  impl_with_twin(m, "lerp_inplace.Tensor", lerp_tensor_);
-  m.impl("lerp_backward", lerp_backward);
+  impl_with_twin(m, schema::lerp_Scalar, lerp_scalar);
+  impl_with_twin(m, schema::lerp_Tensor, lerp_tensor);
+  impl_with_twin(m, schema::lerp_inplace_Scalar, lerp_scalar_);
+  impl_with_twin(m, schema::lerp_inplace_Tensor, lerp_tensor_);
+  m.impl(schema::lerp_backward.impl_name, lerp_backward);
 }
 
 }  // namespace
