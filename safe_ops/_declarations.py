@@ -6,11 +6,13 @@ From each declaration come, with no other list anywhere:
   and the defer-to-torch rule (generated C++ in ``csrc/generated/``, written by ``csrc/codegen/generate.py``:
   ``make generate``, and by setup.py before each build; ``tests/test_generated.py`` fails when they are stale);
 - the C fast entry points, one per overload (same generated C++);
-- the Python wrappers ``safe_ops.<name>`` and ``safe_ops.<name>_`` with their overload choice, docstrings and
-  in-place-when-safe rules (``_wrappers.py``, at import);
+- the Python wrappers ``safe_ops.<name>``, ``safe_ops.<name>_`` and ``safe_ops.foreach_<name>_`` with their
+  overload choice (``safe_ops/_generated.py``, written by ``csrc/codegen/python_wrappers.py``; bound with their
+  docstrings by ``_wrappers.py``);
 - the fake kernels (``_fake.py``), vmap rules (``_vmap.py``) and DTensor sharding rules (``_distributed.py``) of
   every op, in-place kernel and backward op, computed at import from the fields here (none of those modules names an
-  op), ``__all__``, and the test and benchmark tables (``tests/op_table.py`` adds samples and references per op name).
+  op), ``__all__``; the test and benchmark table (``tests/op_table/<name>.py`` adds samples and references per op, and
+  ``tests/test_op_table.py`` fails when an op, overload, backward or foreach op has none).
 
 This module imports nothing but the standard library: the build reads it before torch is involved.
 Schema argument strings use torch's schema syntax; the Python wrapper takes the same arguments in the same
