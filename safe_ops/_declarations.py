@@ -36,11 +36,11 @@ class Arg:
 class Overload:
     name: str  # "" for the default overload
     args: str  # schema arguments of the functional form
-    when: str = "True"  # Python condition (over the wrapper's parameter names) that selects this overload
+    # The Python parameter whose being a Tensor selects this overload; "" for the last overload, taken otherwise
+    # (add(input, other): "other" for add.Tensor, and add.Scalar for a number `other`).
+    selected_by_tensor: str = ""
     # Extra condition under which the in-place variant never writes (it returns the functional result).
     never_inplace: str = ""
-    # Python expression for the in-place variant's out-of-place result (default: the functional op).
-    inplace_fallback: str = ""
     # The sets of tensor operands (Python parameter names) the result is jointly linear in, the other operands held
     # fixed: Partial(sum) (or avg) on every operand of a set and Replicate on the rest gives a Partial result. DTensor
     # keeps Partial without communication where one set holds every pointwise tensor operand (_distributed.py);
@@ -63,7 +63,9 @@ class Op:
     dtype: str = "promote"
     # Tensor arguments that join the dtype as 0-dim numbers but not the broadcast shape (accumulate's weights).
     coefficients: Tuple[str, ...] = ()
-    # Name of the in-place target when the functional op has no `self` (accumulate_(out, tensors, ...)).
+    # Name of the in-place target when the functional op has no `self` (accumulate_(out, tensors, ...)). Its
+    # out-of-place result (when the write is not safe) is the functional op with the target leading the list
+    # operand at coefficient 1.
     inplace_target: str = ""
     # torch has an op of this name and schema (aten::<name>, in place aten::<name>_): it computes the calls
     # DEFER_TO_TORCH says the kernels do not, with torch's own autograd (csrc/core/twin.h, safe_ops/_twin.py).
@@ -148,7 +150,7 @@ OPS: Tuple[Op, ...] = (
         "add",
         ("input", "other", "alpha"),
         (
-            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", "isinstance(other, Tensor)",
+            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", selected_by_tensor="other",
                      linear_in=(("input", "other"),)),
             Overload("Scalar", "Tensor self, Scalar other, Scalar alpha=1"),
         ),
@@ -161,7 +163,7 @@ OPS: Tuple[Op, ...] = (
         "sub",
         ("input", "other", "alpha"),
         (
-            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", "isinstance(other, Tensor)",
+            Overload("Tensor", "Tensor self, Tensor other, *, Scalar alpha=1", selected_by_tensor="other",
                      linear_in=(("input", "other"),)),
             Overload("Scalar", "Tensor self, Scalar other, Scalar alpha=1"),
         ),
@@ -177,14 +179,12 @@ OPS: Tuple[Op, ...] = (
             Overload(
                 "weights_tensor",
                 "Tensor[] tensors, Tensor weights",
-                "isinstance(weights, Tensor)",
-                inplace_fallback="accumulate([out] + tensors, torch.cat([weights.new_ones(1), weights]))",
+                selected_by_tensor="weights",
                 linear_in=(("tensors",),),
             ),
             Overload(
                 "",
                 "Tensor[] tensors, float[]? weights=None",
-                inplace_fallback="accumulate([out] + tensors, None if weights is None else [1.0] + list(weights))",
                 linear_in=(("tensors",),),
             ),
         ),
@@ -228,7 +228,7 @@ OPS: Tuple[Op, ...] = (
             Overload(
                 "Tensor",
                 "Tensor self, Tensor end, Tensor weight",
-                "isinstance(weight, Tensor)",
+                selected_by_tensor="weight",
                 # The weight's gradient reads the original input, which the write would destroy.
                 never_inplace="weight.requires_grad and torch.is_grad_enabled()",
                 linear_in=(("input", "end"),),

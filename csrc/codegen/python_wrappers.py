@@ -116,12 +116,13 @@ def _tuple(items: List[str]) -> str:
 
 
 def _branches(op, body: Callable) -> List[str]:
-    """One branch per overload, in declaration order: `if <when>:` and its body, the unconditional one last."""
+    """One branch per overload, in declaration order: `if isinstance(<selected_by_tensor>, Tensor):` and its body,
+    the last overload unconditional."""
     lines: List[str] = []
     for ov in op.overloads:
-        if ov.when == "True":
+        if not ov.selected_by_tensor:
             return lines + ["    " + line for line in body(ov)]
-        lines.append(f"    if {ov.when}:")
+        lines.append(f"    if isinstance({ov.selected_by_tensor}, Tensor):")
         lines += ["        " + line for line in body(ov)]
     return lines
 
@@ -197,7 +198,7 @@ def _inplace_source(op, entry_name, inplace_params) -> str:
                    f"{number_tuple}))"
         else:
             fits = f"_fits_same_dtype({target}, {shaped}, {coefficient_tuple})"
-        fallback = ov.inplace_fallback or f"{op.name}({', '.join(_keyword_call(op, op.params))})"
+        fallback = _inplace_fallback(op, ov, target)
         schema = ([_target_arg(op, target)] if op.inplace_target else []) + ov.parsed()
         slow = _slow_call(_overload_path(op.name + "_inplace", ov), schema, names)
         checked = []
@@ -235,6 +236,24 @@ def _inplace_source(op, entry_name, inplace_params) -> str:
             "        return result",
         ]
     return "\n".join(lines + early + _branches(op, body)) + "\n"
+
+
+def _inplace_fallback(op, ov, target: str) -> str:
+    """The in-place variant's out-of-place result: the functional op, or, for an op whose target is not an operand
+    (Op.inplace_target), the functional op with the target leading the list operand at coefficient 1."""
+    if not op.inplace_target:
+        return f"{op.name}({', '.join(_keyword_call(op, op.params))})"
+    args = []
+    for name, arg in zip(op.params, ov.parsed()):
+        if arg.type == "Tensor[]":
+            args.append(f"[{target}] + {name}")
+        elif arg.type == "Tensor":  # a coefficient tensor, one per list member
+            args.append(f"torch.cat([{name}.new_ones(1), {name}])")
+        elif arg.type == "float[]?":
+            args.append(f"None if {name} is None else [1.0] + list({name})")
+        else:
+            raise ValueError(f"{op.name}: no in-place fallback rule for a {arg.type} operand")
+    return f"{op.name}({', '.join(args)})"
 
 
 def _target_arg(op, target: str):
