@@ -7,8 +7,9 @@ Python function; the autograd formula runs in C++, so a call costs about what a 
 torch.compile, or when the fast entry declines (tensor subclasses, torch-function modes, unusual scalars), the
 same op is called through ``torch.ops.safe_ops``, which dynamo traces and which handles everything.
 
-An in-place call writes into its target when the rules of ``_inplace.py`` say that is safe (README: "When does
-`add_` write in place?") and otherwise returns the functional result. ``wrapper_source(name)`` shows the code.
+An in-place call writes into its target where the in-place decision (``csrc/core/inplace_decision.cpp``
+``decide_write``; its action and message in ``_inplace.py``) says that is safe (README: "When does `add_` write in
+place?") and otherwise returns the functional result or raises. ``wrapper_source(name)`` shows the code.
 """
 from __future__ import annotations
 
@@ -22,7 +23,18 @@ from torch import Tensor
 from torch.compiler import is_compiling
 
 from . import _C, _foreach, _inplace
-from ._declarations import FOREACH_OPS, OPS, Arg, ForeachOp, Op, Overload, all_schemas, entry_name, inplace_params
+from ._declarations import (
+    FOREACH_OPS,
+    OPS,
+    Arg,
+    ForeachOp,
+    Op,
+    Overload,
+    all_schemas,
+    decision_roles,
+    entry_name,
+    inplace_params,
+)
 from ._native import ops
 from ._out import write_out
 
@@ -73,21 +85,6 @@ def _slow_call(op_path: str, args: List[Arg], names: List[str]) -> str:
 
 def _overload_path(name: str, ov: Overload) -> str:
     return f"ops.{name}.{ov.name or 'default'}"
-
-
-def _operands(op: Op, ov: Overload):
-    """(elementwise tensor expressions, coefficient tensor expressions, number operand names) of an overload,
-    by the wrapper's parameter names."""
-    tensor_names = {name for o in op.overloads for name, a in zip(op.params, o.parsed()) if a.type == "Tensor"}
-    elementwise, coefficients, numbers = [], [], []
-    for name, arg in zip(op.params, ov.parsed()):
-        if arg.type == "Tensor[]":
-            elementwise.append(f"*{name}")
-        elif arg.type == "Tensor":
-            (coefficients if name in op.coefficients else elementwise).append(name)
-        elif arg.type == "Scalar" and name in tensor_names:
-            numbers.append(name)  # a number where another overload takes a tensor: it joins the promotion
-    return elementwise, coefficients, numbers
 
 
 def _tuple(items: List[str]) -> str:
@@ -183,58 +180,50 @@ def _inplace_source(op: Op) -> str:
         if arg.type == "Tensor[]":  # iterated below; an empty list is an error before anything is decided
             lines += [f"    {p} = list({p})", f"    if not {p}:",
                       f"        raise RuntimeError('safe_ops.{fn} expects a non-empty list of tensors')"]
+    # The first C entry, tried before anything else: it writes where the decision says IN_PLACE. An overload
+    # whose operand may keep it from the write (grad_reads_target: lerp's tensor weight) is tried in its branch.
+    early = next((ov for ov in op.overloads if not ov.grad_reads_target), None) if _SUBSTITUTE else None
 
     def body(ov: Overload) -> List[str]:
-        elementwise, coefficients, numbers = _operands(op, ov)
-        if not op.inplace_target:
-            elementwise = elementwise[1:]  # the target itself
-        others = _tuple(elementwise + coefficients)
-        shaped = _tuple(elementwise)
         entry = f"_C.{entry_name(op.name + '_inplace', ov.name)}"
         call_args = ", ".join(names)
-        never = f"not ({ov.never_inplace}) and " if ov.never_inplace else ""
-        if op.dtype == "promote":
-            dtype = f"_promoted({_tuple([target] + elementwise)}, {_tuple(coefficients)}, {_tuple(numbers)})"
-            fits = f"_fits({target}, {shaped}, {dtype})"
-        else:
-            fits = f"_fits_same_dtype({target}, {shaped}, {_tuple(coefficients)})"
+        # The parameters after the target with their roles (the target's first), as the C entry reads them.
+        roles = decision_roles(op, ov)
+        operands = _tuple([n for n in names if n != target])
         fallback = ov.inplace_fallback or f"{op.name}({', '.join(_keyword_call(op, op.params))})"
         schema = ([Arg("Tensor", target, None, False)] if op.inplace_target else []) + ov.parsed()
         slow = _slow_call(_overload_path(op.name + "_inplace", ov), schema, names)
-        checked = [
-            f"result = {entry}({call_args})  # writes and returns {target} in the plain case",
+        checked = [] if ov is early else [
+            f"result = {entry}({call_args})  # writes and returns {target} where the decision says IN_PLACE",
             "if result is not NotImplemented:",
             "    return result",
         ]
-        if ov.never_inplace:
-            checked = [f"if not ({ov.never_inplace}):"] + ["    " + line for line in checked]
         return [
             # Compiling: functionalization makes the mutation safe and writes graph inputs back, so write
             # whenever the result fits and torch's own in-place op would be allowed.
             "if is_compiling():",
-            f"    if {never}_compiled_writable({target}, {fits}):",
+            f"    if _compiled_decision({target}, {operands}, {roles!r}) == _IN_PLACE:",
             f"        {slow}",
             f"        return {target}",
             f"    return _like_target({fallback}, {target})",
             *checked,
             f"_check_target({fn!r}, {target})",
             *_number_checks(fn, ov, list(op.params)),
-            f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
+            f"if _writable({fn!r}, {target}, _decide_write({target}, {operands}, {roles!r}, False)):",
             f"    if {entry}_unchecked({call_args}) is NotImplemented:",
             f"        {slow}",
             f"    return {target}",
             f"return _like_target({fallback}, {target})",
         ]
 
-    early = []
-    plain = next((ov for ov in op.overloads if not ov.never_inplace), None)
-    if _SUBSTITUTE and plain is not None:  # the plain case first: one C call decides and writes
-        early = [
-            f"    result = _C.{entry_name(op.name + '_inplace', plain.name)}({', '.join(names)})",
+    head = []
+    if early is not None:  # one C call decides and writes
+        head = [
+            f"    result = _C.{entry_name(op.name + '_inplace', early.name)}({', '.join(names)})",
             "    if result is not NotImplemented:",
             "        return result",
         ]
-    return "\n".join(lines + early + _branches(op, body)) + "\n"
+    return "\n".join(lines + head + _branches(op, body)) + "\n"
 
 
 def _keyword_call(op: Op, names) -> List[str]:
@@ -257,11 +246,10 @@ def _namespace() -> dict:
         "is_compiling": _tracing,
         "_C": _C,
         "ops": ops,
-        "_compiled_writable": _inplace.compiled_writable,
+        "_compiled_decision": _inplace.compiled_decision,
+        "_decide_write": _C._decide_write,
         "_writable": _inplace.writable,
-        "_fits": _inplace.fits,
-        "_fits_same_dtype": _inplace.fits_same_dtype,
-        "_promoted": _inplace.promoted_dtype,
+        "_IN_PLACE": _inplace.Decision.IN_PLACE.value,
         "_like_target": _inplace.like_target,
         "_write_out": write_out,
         "_number_tensor": _number_tensor,
