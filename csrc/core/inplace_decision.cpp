@@ -81,19 +81,21 @@ Decision decide_graph_tensor(const at::Tensor& t, bool grad_mode) {
   return Decision::kIN_PLACE;
 }
 
-}  // namespace
-
-Decision decide(const at::Tensor& t) {
+// decide() with grad mode read once by the caller (inlined: decide_write() is on every fast in-place call).
+[[gnu::always_inline]] inline Decision decide_target(const at::Tensor& t, bool grad_mode) {
   // The wrappers of torch.func transforms hide the storage the counts below read; the functional result is
   // always correct there.
   if (t.key_set().has_any(c10::functorch_transforms_ks)) return Decision::kCOPY_TRANSFORMED;
   if (t.is_inference() && !c10::InferenceMode::is_enabled()) return Decision::kCOPY_INFERENCE;
-  const bool grad_mode = c10::GradMode::is_enabled();
   const bool overlap = at::has_internal_overlap(t) == at::MemOverlap::Yes;
   if (t.requires_grad() && t.is_leaf()) return decide_parameter(t, grad_mode, overlap);
   if (overlap) return Decision::kCOPY_INTERNAL_OVERLAP;
   return t.requires_grad() ? decide_graph_tensor(t, grad_mode) : decide_state(t, grad_mode);
 }
+
+}  // namespace
+
+Decision decide(const at::Tensor& t) { return decide_target(t, c10::GradMode::is_enabled()); }
 
 namespace {
 
@@ -142,14 +144,6 @@ int category(const c10::Scalar& s) {
   if (s.isBoolean()) return 0;
   if (s.isComplex()) return 3;
   return s.isFloatingPoint() ? 2 : 1;
-}
-
-bool grad_reads_target(c10::ArrayRef<Operand> operands, bool grad_mode) {
-  if (!grad_mode) return false;
-  for (const Operand& o : operands) {
-    if (o.role == 'g' && o.tensor->requires_grad()) return true;
-  }
-  return false;
 }
 
 // torch's promotion over the target and the operands: dimensioned tensors first, 0-dim tensors and the coefficients
@@ -264,11 +258,36 @@ TORCH_LIBRARY_FRAGMENT(safe_ops, m) {
 
 Decision decide_write(const at::Tensor& target, char target_role, c10::ArrayRef<Operand> operands, Mode mode) {
   const bool grad_mode = c10::GradMode::is_enabled();
+  // One pass for the common case (every operand of the target's dtype and, joining the shape, of its shape; no
+  // number of a higher category): then torch raises nothing and the result fits. And whether an operand is the
+  // target, or one whose gradient reads the original target requires grad in grad mode.
+  const at::ScalarType dtype = target.scalar_type();
+  const int dtype_category = category(dtype);
+  const at::IntArrayRef sizes = target.sizes();
+  bool common = true, is_target = false, reads_target = false;
+  auto see = [&](const at::Tensor& t, bool shaped) {
+    common = common && t.scalar_type() == dtype && (!shaped || t.sizes().equals(sizes));
+    is_target = is_target || t.is_same(target);
+  };
+  for (const Operand& o : operands) {
+    switch (o.role) {
+      case 'g':
+        reads_target = reads_target || (grad_mode && o.tensor->requires_grad());
+        see(*o.tensor, true);
+        break;
+      case 'o': see(*o.tensor, true); break;
+      case 'c': see(*o.tensor, false); break;
+      case 'l':
+        for (const at::Tensor& t : o.list) see(t, true);
+        break;
+      case 'n': common = common && category(*o.number) <= dtype_category; break;
+      default: break;
+    }
+  }
   // An operand whose gradient reads the original target: never written, and torch's dtype and shape errors are
   // then the functional op's to raise.
-  const bool reads_target = grad_reads_target(operands, grad_mode);
-  bool fits = false;
-  if (!reads_target) {
+  bool fits = true;
+  if (!common && !reads_target) {
     const Decision error = torch_errors(target, target_role, operands, fits);
     if (error != Decision::kIN_PLACE) return error;
   }
@@ -277,7 +296,7 @@ Decision decide_write(const at::Tensor& target, char target_role, c10::ArrayRef<
     if (!fits) return Decision::kCOPY_RESULT_DOES_NOT_FIT;
     return grad_mode && target.requires_grad() ? Decision::kCOPY_COMPILED_GRAPH_TENSOR : Decision::kIN_PLACE;
   }
-  const Decision d = decide(target);
+  const Decision d = decide_target(target, grad_mode);
   switch (d) {
     case Decision::kCOPY_TRANSFORMED:  // the functional result, always
     case Decision::kRAISE_SAVED_LEAF_NO_GRAD:
@@ -293,12 +312,7 @@ Decision decide_write(const at::Tensor& target, char target_role, c10::ArrayRef<
     return !grad_mode && state ? Decision::kRAISE_RESULT_DOES_NOT_FIT_NO_GRAD : Decision::kCOPY_RESULT_DOES_NOT_FIT;
   }
   if (d != Decision::kIN_PLACE && !(d == Decision::kCOPY_HOOKS_ACTIVE && hooks_are_only_guards())) return d;
-  if (grad_mode) {
-    bool is_target = false;
-    for_each_tensor(operands, [&](const at::Tensor& t) { is_target = is_target || t.is_same(target); });
-    if (is_target) return Decision::kCOPY_OPERAND_IS_TARGET;
-  }
-  return Decision::kIN_PLACE;
+  return grad_mode && is_target ? Decision::kCOPY_OPERAND_IS_TARGET : Decision::kIN_PLACE;
 }
 
 std::string write_error_message(Decision decision, const at::Tensor& target, c10::ArrayRef<Operand> operands) {
