@@ -39,8 +39,9 @@ class Overload:
     # The Python parameter whose being a Tensor selects this overload; "" for the last overload, taken otherwise
     # (add(input, other): "other" for add.Tensor, and add.Scalar for a number `other`).
     selected_by_tensor: str = ""
-    # Extra condition under which the in-place variant never writes (it returns the functional result).
-    never_inplace: str = ""
+    # The operand whose gradient reads the original target (lerp's tensor weight): while it requires grad in grad
+    # mode the in-place variant never writes (it returns the functional result). Role 'g' in inplace_roles.
+    grad_reads_target: str = ""
     # The sets of tensor operands (Python parameter names) the result is jointly linear in, the other operands held
     # fixed: Partial(sum) (or avg) on every operand of a set and Replicate on the rest gives a Partial result. DTensor
     # keeps Partial without communication where one set holds every pointwise tensor operand (_distributed.py);
@@ -230,7 +231,7 @@ OPS: Tuple[Op, ...] = (
                 "Tensor self, Tensor end, Tensor weight",
                 selected_by_tensor="weight",
                 # The weight's gradient reads the original input, which the write would destroy.
-                never_inplace="weight.requires_grad and torch.is_grad_enabled()",
+                grad_reads_target="weight",
                 linear_in=(("input", "end"),),
             ),
             Overload("Scalar", "Tensor self, Tensor end, Scalar weight", linear_in=(("input", "end"),)),
@@ -340,6 +341,14 @@ def inplace_roles(op: Op, overload: Overload) -> str:
     return "t" + "".join(roles if op.inplace_target else roles[1:])
 
 
+def decision_roles(op: Op, overload: Overload) -> str:
+    """inplace_roles as the in-place decision reads them (csrc/core/inplace_decision.h): the target 'f' for an op
+    that does not promote (dtype "first"), the operand named by grad_reads_target 'g'."""
+    named = zip(op.params, operand_roles(op, overload))
+    roles = ["g" if name == overload.grad_reads_target else r for name, r in named]
+    return ("f" if op.dtype == "first" else "t") + "".join(roles if op.inplace_target else roles[1:])
+
+
 def entry_name(name: str, overload: str) -> str:
     """Name of the C fast entry point of an overload in safe_ops._C."""
     return f"{name}_{overload or 'default'}"
@@ -352,7 +361,7 @@ class Schema:
     args: str
     returns: str
     fast_entry: bool  # has a C fast entry point
-    roles: str = ""  # in-place kernels: inplace_roles, for the entry's plain-case check
+    roles: str = ""  # in-place kernels: decision_roles, for the entry's in-place decision
 
     def text(self) -> str:
         return f"{qualified(self.name, self.overload)}({self.args}) -> {self.returns}"
@@ -367,7 +376,7 @@ def all_schemas() -> List[Schema]:
     for op in OPS:
         for ov in op.overloads:
             schemas.append(Schema(f"{op.name}_inplace", ov.name, inplace_args(op, ov), "()", True,
-                                  inplace_roles(op, ov)))
+                                  decision_roles(op, ov)))
     for f in FOREACH_OPS:
         schemas.append(Schema(f"{f.name}_inplace", "", FOREACH_SCHEMA_ARGS, "()", True))
     for b in BACKWARD_OPS:

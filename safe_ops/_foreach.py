@@ -1,7 +1,9 @@
 """``safe_ops.foreach_<op>_``: ``safe_ops.<op>_`` over whole lists (declared in ``_declarations.FOREACH_OPS``).
 
-Per member, the in-place contract of ``safe_ops.<op>_`` (``_inplace.py``'s rules): written in place where that is
-safe, a new tensor where the rules say copy, InplaceHazardError where they say raise. The members that are writes
+Per member, the in-place contract of ``safe_ops.<op>_``: the one in-place decision (``decide_write`` in
+``csrc/core/inplace_decision.cpp``, the member its target and the member's operands its operands 'o'; the action and
+message in ``_inplace.py``): written in place where it says so, a new tensor where it says copy, InplaceHazardError
+where it says raise. The members that are writes
 without autograd (no_grad, or nothing requires grad) go through one fused kernel ``foreach_<op>_inplace``; in grad
 mode a member that autograd must record goes through ``safe_ops.<op>_`` itself, so a member a node saved is never
 corrupted. The result dtype of a member is the member's dtype (an operand may have another floating dtype: it is
@@ -95,17 +97,16 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
     fused_entry = getattr(_C, entry_name(f"{fop.name}_inplace", ""))
     fused_op = getattr(ops, f"{fop.name}_inplace").default
     same_dtype = next(op for op in OPS if op.name == fop.base).dtype == "first"
-    writable, fits, compiled_writable = _inplace.writable, _inplace.fits, _inplace.compiled_writable
-    can_write = _inplace.can_write_inplace
+    writable, compiled_decision, decide = _inplace.writable, _inplace.compiled_decision, _C._decide_write
     all_plain, any_tangent = _C._foreach_plain, _C._any_tangent
+    in_place = _inplace.Decision.IN_PLACE.value
+    roles = "t" + "o" * nlists  # a member and its operands, as the decision reads them
 
     def plain(t: Tensor, others: tuple) -> bool:
-        # The plain case: the decision says in place and every operand has the member's dtype and shape and is
-        # not the member itself (so the result fits and the write cannot change an operand the op reads).
-        if not can_write(t):
-            return False
+        # The fused kernel's case: the decision says in place, and every operand has the member's dtype and shape.
         dtype, shape = t.dtype, t.shape
-        return all(o is not t and o.dtype == dtype and o.shape == shape for o in others)
+        same = all(o.dtype == dtype and o.shape == shape for o in others)
+        return same and decide(t, others, roles, False) == in_place
 
     def fused(targets: list, operands: list, values: list, device_values: Optional[Tensor]) -> None:
         if _distributed_members(targets, operands):  # DTensors of one layout: the fused kernel on the local shards
@@ -162,7 +163,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
             tensor_others = tuple(o for o in m if isinstance(o, Tensor))
             needs_graph = grad and (t.requires_grad or any(o.requires_grad for o in tensor_others))
             if is_compiling():  # counts cannot be read: the per-tensor variants' compile rule, per member
-                if needs_graph or len(tensor_others) < nlists or not compiled_writable(t, True):
+                if needs_graph or len(tensor_others) < nlists or compiled_decision(t, m, roles) != in_place:
                     singles.append(i)
                     continue
                 targets.append(t)
@@ -176,10 +177,10 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
                     raise RuntimeError(f"safe_ops.{name}: member {i} needs autograd, and {fop.base} with a gradient "
                                        f"needs operands of the member's dtype {t.dtype}")
                 # Asked now so that a hazard raises before anything is written; the per-tensor op asks again.
-                writable(name, t, tensor_others, fits(t, tensor_others, t.dtype))
+                writable(name, t, decide(t, tensor_others, "t" + "o" * len(tensor_others), False))
                 singles.append(i)
                 continue
-            target = t if writable(name, t, m, fits(t, m, t.dtype)) else t.clone()
+            target = t if writable(name, t, decide(t, m, roles, False)) else t.clone()
             results[i] = target
             targets.append(target)
             operands += m

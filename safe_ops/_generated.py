@@ -6,16 +6,15 @@ import torch
 from torch import Tensor
 
 from . import _C, _foreach
+from ._C import _decide_write
 from ._call_support import check_number as _check_number
 from ._call_support import check_target as _check_target
 from ._call_support import number_tensor as _number_tensor
 from ._call_support import tracing as is_compiling
 from ._declarations import FOREACH_OPS
-from ._inplace import compiled_writable as _compiled_writable
-from ._inplace import fits as _fits
-from ._inplace import fits_same_dtype as _fits_same_dtype
+from ._inplace import _IN_PLACE
+from ._inplace import compiled_decision as _compiled_decision
 from ._inplace import like_target as _like_target
-from ._inplace import promoted_dtype as _promoted
 from ._inplace import writable as _writable
 from ._native import ops
 from ._out import write_out as _write_out
@@ -129,29 +128,29 @@ def add_(input, other, *, alpha=1):
         return result
     if isinstance(other, Tensor):
         if is_compiling():
-            if _compiled_writable(input, _fits(input, (other,), _promoted((input, other), (), ()))):
+            if _compiled_decision(input, (other, alpha), 'tos') == _IN_PLACE:
                 ops.add_inplace.Tensor(input, other, alpha=alpha)
                 return input
             return _like_target(add(input, other, alpha=alpha), input)
         _check_target('add_', input)
         _check_number('add_', 'alpha', alpha)
-        if _writable('add_', input, (other,), _fits(input, (other,), _promoted((input, other), (), ()))):
+        if _writable('add_', input, _decide_write(input, (other, alpha), 'tos', False)):
             if _C.add_inplace_Tensor_unchecked(input, other, alpha) is NotImplemented:
                 ops.add_inplace.Tensor(input, other, alpha=alpha)
             return input
         return _like_target(add(input, other, alpha=alpha), input)
     if is_compiling():
-        if _compiled_writable(input, _fits(input, (), _promoted((input,), (), (other,)))):
+        if _compiled_decision(input, (other, alpha), 'tns') == _IN_PLACE:
             ops.add_inplace.Scalar(input, other, alpha)
             return input
         return _like_target(add(input, other, alpha=alpha), input)
-    result = _C.add_inplace_Scalar(input, other, alpha)  # writes and returns input in the plain case
+    result = _C.add_inplace_Scalar(input, other, alpha)  # writes and returns input where the decision says IN_PLACE
     if result is not NotImplemented:
         return result
     _check_target('add_', input)
     _check_number('add_', 'other', other)
     _check_number('add_', 'alpha', alpha)
-    if _writable('add_', input, (), _fits(input, (), _promoted((input,), (), (other,)))):
+    if _writable('add_', input, _decide_write(input, (other, alpha), 'tns', False)):
         if _C.add_inplace_Scalar_unchecked(input, other, alpha) is NotImplemented:
             ops.add_inplace.Scalar(input, other, alpha)
         return input
@@ -164,29 +163,29 @@ def sub_(input, other, *, alpha=1):
         return result
     if isinstance(other, Tensor):
         if is_compiling():
-            if _compiled_writable(input, _fits(input, (other,), _promoted((input, other), (), ()))):
+            if _compiled_decision(input, (other, alpha), 'tos') == _IN_PLACE:
                 ops.sub_inplace.Tensor(input, other, alpha=alpha)
                 return input
             return _like_target(sub(input, other, alpha=alpha), input)
         _check_target('sub_', input)
         _check_number('sub_', 'alpha', alpha)
-        if _writable('sub_', input, (other,), _fits(input, (other,), _promoted((input, other), (), ()))):
+        if _writable('sub_', input, _decide_write(input, (other, alpha), 'tos', False)):
             if _C.sub_inplace_Tensor_unchecked(input, other, alpha) is NotImplemented:
                 ops.sub_inplace.Tensor(input, other, alpha=alpha)
             return input
         return _like_target(sub(input, other, alpha=alpha), input)
     if is_compiling():
-        if _compiled_writable(input, _fits(input, (), _promoted((input,), (), (other,)))):
+        if _compiled_decision(input, (other, alpha), 'tns') == _IN_PLACE:
             ops.sub_inplace.Scalar(input, other, alpha)
             return input
         return _like_target(sub(input, other, alpha=alpha), input)
-    result = _C.sub_inplace_Scalar(input, other, alpha)  # writes and returns input in the plain case
+    result = _C.sub_inplace_Scalar(input, other, alpha)  # writes and returns input where the decision says IN_PLACE
     if result is not NotImplemented:
         return result
     _check_target('sub_', input)
     _check_number('sub_', 'other', other)
     _check_number('sub_', 'alpha', alpha)
-    if _writable('sub_', input, (), _fits(input, (), _promoted((input,), (), (other,)))):
+    if _writable('sub_', input, _decide_write(input, (other, alpha), 'tns', False)):
         if _C.sub_inplace_Scalar_unchecked(input, other, alpha) is NotImplemented:
             ops.sub_inplace.Scalar(input, other, alpha)
         return input
@@ -202,31 +201,30 @@ def accumulate_(out, tensors, weights=None):
         return result
     if isinstance(weights, Tensor):
         if is_compiling():
-            if _compiled_writable(out, _fits(out, (*tensors,), _promoted((out, *tensors), (weights,), ()))):
+            if _compiled_decision(out, (tensors, weights), 'tlc') == _IN_PLACE:
                 ops.accumulate_inplace.weights_tensor(out, list(tensors), weights)
                 return out
             return _like_target(accumulate([out] + tensors, torch.cat([weights.new_ones(1), weights])), out)
         _check_target('accumulate_', out)
-        if _writable(
-            'accumulate_',
-            out,
-            (*tensors, weights),
-            _fits(out, (*tensors,), _promoted((out, *tensors), (weights,), ())),
-        ):
+        if _writable('accumulate_', out, _decide_write(out, (tensors, weights), 'tlc', False)):
             if _C.accumulate_inplace_weights_tensor_unchecked(out, tensors, weights) is NotImplemented:
                 ops.accumulate_inplace.weights_tensor(out, list(tensors), weights)
             return out
         return _like_target(accumulate([out] + tensors, torch.cat([weights.new_ones(1), weights])), out)
     if is_compiling():
-        if _compiled_writable(out, _fits(out, (*tensors,), _promoted((out, *tensors), (), ()))):
+        if _compiled_decision(out, (tensors, weights), 'tls') == _IN_PLACE:
             ops.accumulate_inplace.default(out, list(tensors), None if weights is None else [float(w) for w in weights])
             return out
         return _like_target(accumulate([out] + tensors, None if weights is None else [1.0] + list(weights)), out)
-    result = _C.accumulate_inplace_default(out, tensors, weights)  # writes and returns out in the plain case
+    result = _C.accumulate_inplace_default(
+        out,
+        tensors,
+        weights,
+    )  # writes and returns out where the decision says IN_PLACE
     if result is not NotImplemented:
         return result
     _check_target('accumulate_', out)
-    if _writable('accumulate_', out, (*tensors,), _fits(out, (*tensors,), _promoted((out, *tensors), (), ()))):
+    if _writable('accumulate_', out, _decide_write(out, (tensors, weights), 'tls', False)):
         if _C.accumulate_inplace_default_unchecked(out, tensors, weights) is NotImplemented:
             ops.accumulate_inplace.default(out, list(tensors), None if weights is None else [float(w) for w in weights])
         return out
@@ -238,18 +236,13 @@ def addcmul_(input, tensor1, tensor2, *, value=1):
     if result is not NotImplemented:
         return result
     if is_compiling():
-        if _compiled_writable(input, _fits(input, (tensor1, tensor2), _promoted((input, tensor1, tensor2), (), ()))):
+        if _compiled_decision(input, (tensor1, tensor2, value), 'toos') == _IN_PLACE:
             ops.addcmul_inplace.default(input, tensor1, tensor2, value=value)
             return input
         return _like_target(addcmul(input, tensor1, tensor2, value=value), input)
     _check_target('addcmul_', input)
     _check_number('addcmul_', 'value', value)
-    if _writable(
-        'addcmul_',
-        input,
-        (tensor1, tensor2),
-        _fits(input, (tensor1, tensor2), _promoted((input, tensor1, tensor2), (), ())),
-    ):
+    if _writable('addcmul_', input, _decide_write(input, (tensor1, tensor2, value), 'toos', False)):
         if _C.addcmul_inplace_default_unchecked(input, tensor1, tensor2, value) is NotImplemented:
             ops.addcmul_inplace.default(input, tensor1, tensor2, value=value)
         return input
@@ -261,18 +254,13 @@ def addcdiv_(input, tensor1, tensor2, *, value=1):
     if result is not NotImplemented:
         return result
     if is_compiling():
-        if _compiled_writable(input, _fits(input, (tensor1, tensor2), _promoted((input, tensor1, tensor2), (), ()))):
+        if _compiled_decision(input, (tensor1, tensor2, value), 'toos') == _IN_PLACE:
             ops.addcdiv_inplace.default(input, tensor1, tensor2, value=value)
             return input
         return _like_target(addcdiv(input, tensor1, tensor2, value=value), input)
     _check_target('addcdiv_', input)
     _check_number('addcdiv_', 'value', value)
-    if _writable(
-        'addcdiv_',
-        input,
-        (tensor1, tensor2),
-        _fits(input, (tensor1, tensor2), _promoted((input, tensor1, tensor2), (), ())),
-    ):
+    if _writable('addcdiv_', input, _decide_write(input, (tensor1, tensor2, value), 'toos', False)):
         if _C.addcdiv_inplace_default_unchecked(input, tensor1, tensor2, value) is NotImplemented:
             ops.addcdiv_inplace.default(input, tensor1, tensor2, value=value)
         return input
@@ -285,35 +273,27 @@ def lerp_(input, end, weight):
         return result
     if isinstance(weight, Tensor):
         if is_compiling():
-            if not (
-                weight.requires_grad and torch.is_grad_enabled(),
-            ) and _compiled_writable(input, _fits_same_dtype(input, (end, weight), ())):
+            if _compiled_decision(input, (end, weight), 'fog') == _IN_PLACE:
                 ops.lerp_inplace.Tensor(input, end, weight)
                 return input
             return _like_target(lerp(input, end, weight), input)
-        if not (weight.requires_grad and torch.is_grad_enabled()):
-            result = _C.lerp_inplace_Tensor(input, end, weight)  # writes and returns input in the plain case
-            if result is not NotImplemented:
-                return result
+        result = _C.lerp_inplace_Tensor(input, end, weight)  # writes and returns input where the decision says IN_PLACE
+        if result is not NotImplemented:
+            return result
         _check_target('lerp_', input)
-        if _writable(
-            'lerp_',
-            input,
-            (end, weight),
-            not (weight.requires_grad and torch.is_grad_enabled()) and _fits_same_dtype(input, (end, weight), ()),
-        ):
+        if _writable('lerp_', input, _decide_write(input, (end, weight), 'fog', False)):
             if _C.lerp_inplace_Tensor_unchecked(input, end, weight) is NotImplemented:
                 ops.lerp_inplace.Tensor(input, end, weight)
             return input
         return _like_target(lerp(input, end, weight), input)
     if is_compiling():
-        if _compiled_writable(input, _fits_same_dtype(input, (end,), ())):
+        if _compiled_decision(input, (end, weight), 'fos') == _IN_PLACE:
             ops.lerp_inplace.Scalar(input, end, weight)
             return input
         return _like_target(lerp(input, end, weight), input)
     _check_target('lerp_', input)
     _check_number('lerp_', 'weight', weight)
-    if _writable('lerp_', input, (end,), _fits_same_dtype(input, (end,), ())):
+    if _writable('lerp_', input, _decide_write(input, (end, weight), 'fos', False)):
         if _C.lerp_inplace_Scalar_unchecked(input, end, weight) is NotImplemented:
             ops.lerp_inplace.Scalar(input, end, weight)
         return input

@@ -1,16 +1,19 @@
-"""The in-place-when-safe rules shared by every generated ``safe_ops.<op>_`` (``_wrappers.py``).
+"""The action and message of each in-place decision, for every generated ``safe_ops.<op>_`` (``_wrappers.py``) and
+``safe_ops.foreach_<op>_`` (``_foreach.py``).
 
-The decision (``csrc/python/module.cpp``) reads reference counts of the borrowed tensor in C++, where they are
-exact; it needs no global mode and no hooks. The rule table is written once, in README.md ("When does `add_`
-write in place?"). On top of the decision: the result must have the target's shape and dtype, and in grad mode
-the target must not be one of the other operands (the op may save that operand, which the write would destroy).
-The plain case (the decision says IN_PLACE and every operand has the target's dtype and shape) is decided in C++
-by the in-place entry itself (csrc/python/fast_entry.h), in the same call as the write.
+The decision itself has one owner, ``decide_write()`` in ``csrc/core/inplace_decision.cpp``: it reads the target's
+reference counts in C++, where they are exact, then the operands by their declared roles (the result's shape and
+dtype, an operand that is the target, an operand whose gradient reads the target) and the mode. The rule table is
+written once, in README.md ("When does `add_` write in place?"). The C fast entries (``csrc/python/fast_entry.h``)
+write where it says IN_PLACE, in the same call; everything else asks it through ``_C._decide_write`` and acts here
+(``writable``: write, new tensor, or raise with safe_ops' message). torch.compile cannot trace into C:
+``compiled_decision`` is the traceable image of the C++ function's compiled mode (tests/test_inplace_decision.py
+checks that the two agree).
 """
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
@@ -19,7 +22,6 @@ from . import _C
 from ._promotion import accumulate_dtype, category
 from ._twin import cast_error
 from .errors import InplaceHazardError
-from .guard._hooks import hooks_are_only_guards
 
 # Why a tensor can or cannot be written in place: the names and values of the C++ enum.
 Decision = IntEnum("Decision", [(name, value) for value, name in enumerate(_C.DECISIONS)])
@@ -28,6 +30,10 @@ Decision.__module__ = "safe_ops"
 
 _decide = _C._inplace_decision
 _IN_PLACE = Decision.IN_PLACE.value
+# Plain ints: what compiled_decision returns is a constant of the traced graph.
+_COPY_GRAD_READS_TARGET = Decision.COPY_GRAD_READS_TARGET.value
+_COPY_RESULT_DOES_NOT_FIT = Decision.COPY_RESULT_DOES_NOT_FIT.value
+_COPY_COMPILED_GRAPH_TENSOR = Decision.COPY_COMPILED_GRAPH_TENSOR.value
 
 
 def inplace_decision(t: Tensor) -> Decision:
@@ -48,11 +54,19 @@ def _hazard(op: str, t: Tensor, why: str) -> InplaceHazardError:
     )
 
 
-def writable(op: str, target: Tensor, others: Sequence[Tensor], fits: bool) -> bool:
-    """True: write into `target`. False: return a new tensor. Raises where neither is safe."""
-    decision = _decide(target)
-    if decision == Decision.COPY_TRANSFORMED:  # vmap/grad/jvp wrappers: the functional result, always
-        return False
+def _result_does_not_fit(op: str, t: Tensor) -> InplaceHazardError:
+    return InplaceHazardError(
+        f"safe_ops.{op}: cannot update this {tuple(t.shape)} {t.dtype} tensor under torch.no_grad(): the result's "
+        f"shape or dtype differs from it (promotion or broadcasting), so it cannot be written in place, and a copy "
+        f"would leave the state you are updating stale. Convert the operands to {t.dtype} (and its shape) first, or "
+        f"write it with torch's own in-place op.")
+
+
+def writable(op: str, target: Tensor, decision: int) -> bool:
+    """The action of a decision (``_C._decide_write``): True write into `target`, False return a new tensor; raises
+    where neither is safe."""
+    if decision == _IN_PLACE:
+        return True
     if decision == Decision.RAISE_SAVED_LEAF_NO_GRAD:
         raise _hazard(op, target, "a pending backward saved it (or a view of it), so writing it would corrupt "
                       "that backward's gradients.")
@@ -69,30 +83,42 @@ def writable(op: str, target: Tensor, others: Sequence[Tensor], fits: bool) -> b
     if decision == Decision.RAISE_INTERNAL_OVERLAP:
         raise _hazard(op, target, "its elements overlap in memory (expanded), so an elementwise write is "
                       "ill-defined.")
-    if not fits:
-        if not torch.is_grad_enabled() and (target.is_leaf or not target.requires_grad):
-            # A state update (a Parameter, a buffer): a copy would leave it stale.
-            raise InplaceHazardError(
-                f"safe_ops.{op}: cannot update this {tuple(target.shape)} {target.dtype} tensor under "
-                f"torch.no_grad(): the result's shape or dtype differs from it (promotion or broadcasting), so it "
-                f"cannot be written in place, and a copy would leave the state you are updating stale. Convert the "
-                f"operands to {target.dtype} (and its shape) first, or write it with torch's own in-place op.")
-        return False
-    # safe_ops.guard's records hold an alias of each saved tensor, so the counts see them: its hooks alone
-    # need not force a copy.
-    if decision != _IN_PLACE and not (decision == Decision.COPY_HOOKS_ACTIVE and hooks_are_only_guards()):
-        return False
-    if torch.is_grad_enabled() and any(o is target for o in others):
-        return False
-    return True
+    if decision == Decision.RAISE_RESULT_DOES_NOT_FIT_NO_GRAD:
+        raise _result_does_not_fit(op, target)
+    return False  # every COPY_* decision
 
 
-def compiled_writable(target: Tensor, fits: bool) -> bool:
-    """Under torch.compile, where counts cannot be read: write state (a target that is not part of the graph:
-    buffers, EMA and optimizer updates under no_grad, plain accumulators), which functionalization writes back
-    into graph inputs; a graph tensor in grad mode gets the functional result, which the compiler fuses anyway,
-    so a value a pending backward saved is never written (values and gradients are those of the eager path)."""
-    return fits and not (torch.is_grad_enabled() and target.requires_grad)
+def compiled_decision(target: Tensor, operands: tuple, roles: str) -> int:
+    """The traceable image of ``decide_write()``'s compiled mode (``csrc/core/inplace_decision.cpp``), which dynamo
+    cannot trace into: the same decision over the same roles (tests/test_inplace_decision.py checks they agree).
+    Counts cannot be read there: state (a target that is not part of the graph: buffers, EMA and optimizer updates
+    under no_grad, plain accumulators) is written, which functionalization writes back into graph inputs; a graph
+    tensor in grad mode gets the functional result, which the compiler fuses anyway, so a value a pending backward
+    saved is never written (values and gradients are those of the eager path)."""
+    grad = torch.is_grad_enabled()
+    shaped: List[Tensor] = []
+    coefficients: List[Tensor] = []
+    numbers: list = []
+    for role, x in zip(roles[1:], operands):
+        if role == "o" or role == "g":
+            if role == "g" and grad and x.requires_grad:
+                return _COPY_GRAD_READS_TARGET  # torch's dtype and shape errors are then the functional op's
+            shaped.append(x)
+        elif role == "l":
+            shaped += list(x)
+        elif role == "c":
+            coefficients.append(x)
+        elif role == "n":
+            numbers.append(x)
+    if roles[0] == "f":
+        fit = fits_same_dtype(target, shaped, coefficients)
+    else:
+        fit = fits(target, shaped, promoted_dtype([target, *shaped], coefficients, numbers))
+    if not fit:
+        return _COPY_RESULT_DOES_NOT_FIT
+    if grad and target.requires_grad:
+        return _COPY_COMPILED_GRAPH_TENSOR
+    return _IN_PLACE
 
 
 def _broadcasts_to_target(target: Tensor, shaped: Sequence[Tensor]) -> bool:

@@ -8,8 +8,9 @@ anything they decline to the generated Python function; the autograd formula run
 what a torch op costs. Under torch.compile dynamo traces the generated function (``substitute_in_graph``), where
 every C entry reads as declined, and the ops are called through ``torch.ops.safe_ops``.
 
-An in-place call writes into its target when the rules of ``_inplace.py`` say that is safe (README: "When does
-`add_` write in place?") and otherwise returns the functional result.
+An in-place call writes into its target where the in-place decision (``csrc/core/inplace_decision.cpp``
+``decide_write``; its action and message in ``_inplace.py``) says that is safe (README: "When does `add_` write in
+place?") and otherwise returns the functional result or raises.
 """
 from __future__ import annotations
 

@@ -30,16 +30,15 @@ import torch
 from torch import Tensor
 
 from . import _C, _foreach
+from ._C import _decide_write
 from ._call_support import check_number as _check_number
 from ._call_support import check_target as _check_target
 from ._call_support import number_tensor as _number_tensor
 from ._call_support import tracing as is_compiling
 from ._declarations import FOREACH_OPS
-from ._inplace import compiled_writable as _compiled_writable
-from ._inplace import fits as _fits
-from ._inplace import fits_same_dtype as _fits_same_dtype
+from ._inplace import _IN_PLACE
+from ._inplace import compiled_decision as _compiled_decision
 from ._inplace import like_target as _like_target
-from ._inplace import promoted_dtype as _promoted
 from ._inplace import writable as _writable
 from ._native import ops
 from ._out import write_out as _write_out
@@ -92,21 +91,6 @@ def _slow_call(op_path: str, args, names: List[str]) -> str:
 
 def _overload_path(name: str, ov) -> str:
     return f"ops.{name}.{ov.name or 'default'}"
-
-
-def _operands(op, ov):
-    """(elementwise tensor expressions, coefficient tensor expressions, number operand names) of an overload,
-    by the wrapper's parameter names."""
-    tensor_names = {name for o in op.overloads for name, a in zip(op.params, o.parsed()) if a.type == "Tensor"}
-    elementwise, coefficients, numbers = [], [], []
-    for name, arg in zip(op.params, ov.parsed()):
-        if arg.type == "Tensor[]":
-            elementwise.append(f"*{name}")
-        elif arg.type == "Tensor":
-            (coefficients if name in op.coefficients else elementwise).append(name)
-        elif arg.type == "Scalar" and name in tensor_names:
-            numbers.append(name)  # a number where another overload takes a tensor: it joins the promotion
-    return elementwise, coefficients, numbers
 
 
 def _tuple(items: List[str]) -> str:
@@ -170,7 +154,7 @@ def _functional_source(op, entry_name) -> str:
     return "\n".join(head + _branches(op, body)) + "\n"
 
 
-def _inplace_source(op, entry_name, inplace_params) -> str:
+def _inplace_source(op, entry_name, inplace_params, decision_roles) -> str:
     target = op.inplace_target or op.params[0]
     params = inplace_params(op)
     names = list(params)
@@ -180,62 +164,50 @@ def _inplace_source(op, entry_name, inplace_params) -> str:
         if arg.type == "Tensor[]":  # iterated below; an empty list is an error before anything is decided
             lines += [f"    {p} = list({p})", f"    if not {p}:",
                       f"        raise RuntimeError('safe_ops.{fn} expects a non-empty list of tensors')"]
-    plain = next((ov for ov in op.overloads if not ov.never_inplace), None)
+    # The first C entry, tried before anything else: it writes where the decision says IN_PLACE. An overload
+    # whose operand may keep it from the write (grad_reads_target: lerp's tensor weight) is tried in its branch.
+    early = next((ov for ov in op.overloads if not ov.grad_reads_target), None)
 
     def body(ov) -> List[str]:
-        elementwise, coefficients, numbers = _operands(op, ov)
-        if not op.inplace_target:
-            elementwise = elementwise[1:]  # the target itself
-        others = _tuple(elementwise + coefficients) if elementwise + coefficients else "()"
-        shaped = _tuple(elementwise) if elementwise else "()"
         entry = f"_C.{entry_name(op.name + '_inplace', ov.name)}"
         call_args = ", ".join(names)
-        never = f"not ({ov.never_inplace}) and " if ov.never_inplace else ""
-        coefficient_tuple = _tuple(coefficients) if coefficients else "()"
-        if op.dtype == "promote":
-            number_tuple = _tuple(numbers) if numbers else "()"
-            fits = f"_fits({target}, {shaped}, _promoted({_tuple([target] + elementwise)}, {coefficient_tuple}, " \
-                   f"{number_tuple}))"
-        else:
-            fits = f"_fits_same_dtype({target}, {shaped}, {coefficient_tuple})"
+        # The parameters after the target with their roles (the target's first), as the C entry reads them.
+        roles = decision_roles(op, ov)
+        operands = _tuple([n for n in names if n != target])
         fallback = _inplace_fallback(op, ov, target)
         schema = ([_target_arg(op, target)] if op.inplace_target else []) + ov.parsed()
         slow = _slow_call(_overload_path(op.name + "_inplace", ov), schema, names)
-        checked = []
-        if ov is not plain:  # the plain overload's entry was tried first, above
-            checked = [
-                f"result = {entry}({call_args})  # writes and returns {target} in the plain case",
-                "if result is not NotImplemented:",
-                "    return result",
-            ]
-            if ov.never_inplace:
-                checked = [f"if not ({ov.never_inplace}):"] + ["    " + line for line in checked]
+        checked = [] if ov is early else [
+            f"result = {entry}({call_args})  # writes and returns {target} where the decision says IN_PLACE",
+            "if result is not NotImplemented:",
+            "    return result",
+        ]
         return [
             # Compiling: functionalization makes the mutation safe and writes graph inputs back, so write
             # whenever the result fits and torch's own in-place op would be allowed.
             "if is_compiling():",
-            f"    if {never}_compiled_writable({target}, {fits}):",
+            f"    if _compiled_decision({target}, {operands}, {roles!r}) == _IN_PLACE:",
             f"        {slow}",
             f"        return {target}",
             f"    return _like_target({fallback}, {target})",
             *checked,
             f"_check_target({fn!r}, {target})",
             *_number_checks(fn, ov, list(op.params)),
-            f"if _writable({fn!r}, {target}, {others}, {never}{fits}):",
+            f"if _writable({fn!r}, {target}, _decide_write({target}, {operands}, {roles!r}, False)):",
             f"    if {entry}_unchecked({call_args}) is NotImplemented:",
             f"        {slow}",
             f"    return {target}",
             f"return _like_target({fallback}, {target})",
         ]
 
-    early = []
-    if plain is not None:  # the plain case first: one C call decides and writes
-        early = [
-            f"    result = _C.{entry_name(op.name + '_inplace', plain.name)}({', '.join(names)})",
+    head = []
+    if early is not None:  # one C call decides and writes
+        head = [
+            f"    result = _C.{entry_name(op.name + '_inplace', early.name)}({', '.join(names)})",
             "    if result is not NotImplemented:",
             "        return result",
         ]
-    return "\n".join(lines + early + _branches(op, body)) + "\n"
+    return "\n".join(lines + head + _branches(op, body)) + "\n"
 
 
 def _inplace_fallback(op, ov, target: str) -> str:
@@ -321,7 +293,7 @@ def render(decl) -> str:
     for op in decl.OPS:
         parts.append(_functional_source(op, decl.entry_name))
     for op in decl.OPS:
-        parts.append(_inplace_source(op, decl.entry_name, decl.inplace_params))
+        parts.append(_inplace_source(op, decl.entry_name, decl.inplace_params, decl.decision_roles))
     for op in decl.OPS:
         parts.append(_selector_source(op))
     for i, fop in enumerate(decl.FOREACH_OPS):

@@ -36,9 +36,9 @@ SAFE_OPS_FAST_ENTRY(addcmul_inplace_default_unchecked, "safe_ops::addcmul_inplac
 SAFE_OPS_FAST_INPLACE_ENTRY(addcdiv_inplace_default, "safe_ops::addcdiv_inplace", "", "toos",
                             void(at::Tensor&, T, T, S))
 SAFE_OPS_FAST_ENTRY(addcdiv_inplace_default_unchecked, "safe_ops::addcdiv_inplace", "", void(at::Tensor&, T, T, S))
-SAFE_OPS_FAST_INPLACE_ENTRY(lerp_inplace_Tensor, "safe_ops::lerp_inplace", "Tensor", "too", void(at::Tensor&, T, T))
+SAFE_OPS_FAST_INPLACE_ENTRY(lerp_inplace_Tensor, "safe_ops::lerp_inplace", "Tensor", "fog", void(at::Tensor&, T, T))
 SAFE_OPS_FAST_ENTRY(lerp_inplace_Tensor_unchecked, "safe_ops::lerp_inplace", "Tensor", void(at::Tensor&, T, T))
-SAFE_OPS_FAST_INPLACE_ENTRY(lerp_inplace_Scalar, "safe_ops::lerp_inplace", "Scalar", "tos", void(at::Tensor&, T, S))
+SAFE_OPS_FAST_INPLACE_ENTRY(lerp_inplace_Scalar, "safe_ops::lerp_inplace", "Scalar", "fos", void(at::Tensor&, T, S))
 SAFE_OPS_FAST_ENTRY(lerp_inplace_Scalar_unchecked, "safe_ops::lerp_inplace", "Scalar", void(at::Tensor&, T, S))
 SAFE_OPS_FAST_ENTRY(foreach_add_inplace_default, "safe_ops::foreach_add_inplace", "",
                     void(TensorList, TensorList, Doubles, OptTensor))

@@ -19,6 +19,7 @@
 
 #include "core/inplace_decision.h"
 
+#include <array>
 #include <optional>
 #include <type_traits>
 #include <tuple>
@@ -225,32 +226,24 @@ PyObject* call_fast(const c10::TypedOperatorHandle<Ret(Params...)>& op, PyObject
   return call_parsed(op, args, std::index_sequence_for<Params...>{});
 }
 
-// The plain case of an in-place entry, decided in the same call as the write (README: "When does `add_` write in
-// place?"): the target may be written (decide() says IN_PLACE) and every operand has its dtype and shape and is
-// not the target itself, so the result fits and the write cannot change an operand the op saves. `roles` names
-// each parameter's part (generated from the declarations): 't' the target, 'o' a tensor operand, 'l' a list of
-// tensor operands, 'c' a coefficient tensor (not the plain case), 'n' a number operand (keeps a floating
-// target's dtype), 's' anything else (alpha, value, weights).
-inline bool operand_fits(const at::Tensor& target, const at::Tensor& operand) {
-  return !operand.is_same(target) && operand.scalar_type() == target.scalar_type() &&
-         operand.sizes().equals(target.sizes());
-}
-
+// The in-place entry's operands for decide_write() (csrc/core/inplace_decision.h), by the roles the declarations
+// give each parameter (generated: safe_ops/_declarations.py decision_roles): 't'/'f' the target, 'o'/'g' a tensor
+// operand, 'l' a list of them, 'c' a coefficient tensor, 'n' a number operand, 's' anything else.
 template <typename P>
-bool plain_operand(const at::Tensor& target, const Arg<P>& arg, char role) {
-  if constexpr (std::is_same_v<P, const at::Tensor&>) {
-    if (role == 'c') return false;
-    return role != 'o' || operand_fits(target, arg.get());
+Operand operand_of(const Arg<P>& arg, char role) {
+  Operand o;
+  o.role = role;
+  if constexpr (std::is_same_v<P, const at::Tensor&> || std::is_same_v<P, at::Tensor&>) {
+    o.tensor = &arg.get();
   } else if constexpr (std::is_same_v<P, at::TensorList>) {
-    for (const auto& t : arg.get()) {
-      if (!operand_fits(target, t)) return false;
-    }
-    return true;
+    o.list = arg.get();
   } else if constexpr (std::is_same_v<P, const c10::Scalar&>) {
-    return role != 'n' || at::isFloatingType(target.scalar_type());
+    o.number = &arg.get();
+    if (role != 'n') o.role = 's';
   } else {
-    return true;
+    o.role = 's';
   }
+  return o;
 }
 
 template <typename... Params, size_t... I>
@@ -259,9 +252,11 @@ PyObject* call_plain_inplace(const c10::TypedOperatorHandle<void(Params...)>& op
   std::tuple<Arg<Params>...> parsed;
   if (!(std::get<I>(parsed).parse(args[I]) && ...)) return not_implemented();
   const at::Tensor& target = std::get<0>(parsed).get();
-  if (decide(target) != Decision::kIN_PLACE) return not_implemented();
-  if (!(plain_operand(target, std::get<I>(parsed), roles[I]) && ...)) return not_implemented();
-  Pins pins;  // after decide(): it reads the reference counts
+  const std::array<Operand, sizeof...(Params)> operands{operand_of(std::get<I>(parsed), roles[I])...};
+  if (decide_write(target, roles[0], c10::ArrayRef<Operand>(operands).slice(1), Mode::kEager) != Decision::kIN_PLACE) {
+    return not_implemented();
+  }
+  Pins pins;  // after decide_write(): it reads the reference counts
   (pin(std::get<I>(parsed), pins), ...);
   {
     ReleaseGil no_gil;
@@ -271,8 +266,8 @@ PyObject* call_plain_inplace(const c10::TypedOperatorHandle<void(Params...)>& op
   return args[0];
 }
 
-// The in-place entry: writes and returns the target in the plain case, else NotImplemented (nothing written):
-// the Python wrapper then applies the full rules.
+// The in-place entry: writes and returns the target where decide_write() says IN_PLACE, else NotImplemented
+// (nothing written): the Python wrapper then asks the same decision (_C._decide_write) and acts on it.
 template <typename... Params>
 PyObject* call_fast_inplace(const c10::TypedOperatorHandle<void(Params...)>& op, const char* roles,
                             PyObject* const* args, Py_ssize_t nargs) {

@@ -1,15 +1,18 @@
 // The Python module safe_ops._C. Importing it registers the ops (static initialisers in this library). It also
-// carries the in-place safety decision, written against the borrowed Python tensor so that reference counts are
-// exactly what autograd and other tensors hold, with no argument-passing copies in between, and the fast entry
-// points generated from safe_ops/_declarations.py (csrc/python/fast_entry.h).
+// carries the in-place decision (csrc/core/inplace_decision.h) for the Python side, called on the borrowed Python
+// tensors so that reference counts are exactly what autograd and other tensors hold, with no argument-passing
+// copies in between, and the fast entry points generated from safe_ops/_declarations.py (csrc/python/fast_entry.h).
 #include <Python.h>
 
 #include <torch/csrc/api/include/torch/version.h>
 #include <torch/csrc/autograd/python_variable.h>
 
+#include <cstring>
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <c10/util/SmallVector.h>
 
 #include "autograd/common.h"
 #include "core/inplace_decision.h"
@@ -30,12 +33,6 @@ PyObject* inplace_decision(PyObject* /*module*/, PyObject* arg) {
   }
 }
 
-// Whether every member of a foreach call is the plain case, decided in one call instead of per member in
-// Python: args (tensors, lists, grad_enabled), `lists` a tuple of sequences of the members' operands. Plain: the
-// member may be written in place (decide() says IN_PLACE), every operand is a plain tensor of the member's
-// dtype and shape and not the member itself, and in grad mode nothing requires grad. False for anything else
-// (numbers, subclasses, length mismatches, forward-mode tangents): the Python path then checks and decides per
-// member.
 // Whether any of the tensors among the arguments carries a forward-mode tangent (the fused foreach kernel computes
 // none: such members take the per-tensor op).
 PyObject* any_tangent(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
@@ -50,6 +47,110 @@ PyObject* any_tangent(PyObject* /*module*/, PyObject* const* args, Py_ssize_t na
   }
 }
 
+// A number operand's category for the promotion (the value is not read): bool, int, float or complex.
+bool number_of(PyObject* obj, c10::Scalar& number) {
+  if (PyBool_Check(obj)) {
+    number = c10::Scalar(false);
+  } else if (PyComplex_Check(obj)) {
+    number = c10::Scalar(c10::complex<double>(0, 0));
+  } else if (PyFloat_Check(obj)) {
+    number = c10::Scalar(0.0);
+  } else if (PyLong_Check(obj) || PyIndex_Check(obj)) {
+    number = c10::Scalar(int64_t{0});
+  } else if (PyNumber_Check(obj)) {
+    number = c10::Scalar(0.0);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The operands of a Python call by their roles (csrc/core/inplace_decision.h Operand): `items` the parameters after
+// the target, `roles` their role letters. The tensors are borrowed from the Python objects, which the caller holds.
+struct PyOperands {
+  c10::SmallVector<safe_ops::Operand, 4> operands;
+  c10::SmallVector<c10::SmallVector<at::Tensor, 4>, 2> lists;
+  c10::SmallVector<c10::Scalar, 2> numbers;
+
+  // false with a TypeError set where an argument does not have its role's type.
+  bool parse(PyObject* const* items, Py_ssize_t n, const char* roles) {
+    lists.reserve(n);
+    numbers.reserve(n);
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      safe_ops::Operand o;
+      o.role = roles[i];
+      PyObject* item = items[i];
+      if (o.role == 'o' || o.role == 'g' || o.role == 'c') {
+        if (!THPVariable_Check(item)) return type_error(i, "a tensor");
+        o.tensor = &THPVariable_Unpack(item);
+      } else if (o.role == 'l') {
+        if (!PyList_Check(item) && !PyTuple_Check(item)) return type_error(i, "a list of tensors");
+        auto& list = lists.emplace_back();
+        for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(item); ++k) {
+          PyObject* member = PySequence_Fast_ITEMS(item)[k];
+          if (!THPVariable_Check(member)) return type_error(i, "a list of tensors");
+          list.push_back(THPVariable_Unpack(member));
+        }
+        o.list = list;
+      } else if (o.role == 'n') {
+        if (!number_of(item, numbers.emplace_back())) return type_error(i, "a number");
+        o.number = &numbers.back();
+      } else if (o.role != 's') {
+        PyErr_Format(PyExc_ValueError, "unknown operand role '%c'", o.role);
+        return false;
+      }
+      operands.push_back(o);
+    }
+    return true;
+  }
+
+  static bool type_error(Py_ssize_t i, const char* what) {
+    PyErr_Format(PyExc_TypeError, "safe_ops: in-place operand %zd must be %s", i + 1, what);
+    return false;
+  }
+};
+
+// _decide_write(target, operands, roles, compiled): decide_write() for a Python call, its Decision's value.
+// `operands` a tuple of the parameters after the target, `roles` the in-place roles (the target's letter first,
+// safe_ops/_declarations.py decision_roles), `compiled` true for the compiled mode (what safe_ops/_inplace.py
+// compiled_decision traces). torch's own errors (RAISE_CAST_ERROR, RAISE_DTYPE_MISMATCH, RAISE_SHAPE_MISMATCH)
+// are raised here as the RuntimeError torch raises; every other decision is the caller's to act on.
+PyObject* decide_write(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 4 || !THPVariable_Check(args[0]) || !PyTuple_Check(args[1]) || !PyUnicode_Check(args[2])) {
+    PyErr_SetString(PyExc_TypeError, "_decide_write(target, operands: tuple, roles: str, compiled: bool)");
+    return nullptr;
+  }
+  try {
+    const char* roles = PyUnicode_AsUTF8(args[2]);
+    if (roles == nullptr) return nullptr;
+    const Py_ssize_t n = PyTuple_GET_SIZE(args[1]);
+    if (static_cast<Py_ssize_t>(std::strlen(roles)) != n + 1) {
+      PyErr_SetString(PyExc_ValueError, "_decide_write: one role per operand, the target's first");
+      return nullptr;
+    }
+    PyOperands parsed;
+    if (!parsed.parse(PySequence_Fast_ITEMS(args[1]), n, roles + 1)) return nullptr;
+    const at::Tensor& target = THPVariable_Unpack(args[0]);
+    const auto mode = PyObject_IsTrue(args[3]) == 1 ? safe_ops::Mode::kCompiled : safe_ops::Mode::kEager;
+    const safe_ops::Decision d = safe_ops::decide_write(target, roles[0], parsed.operands, mode);
+    if (d == safe_ops::Decision::kRAISE_CAST_ERROR || d == safe_ops::Decision::kRAISE_DTYPE_MISMATCH ||
+        d == safe_ops::Decision::kRAISE_SHAPE_MISMATCH) {
+      PyErr_SetString(PyExc_RuntimeError, safe_ops::write_error_message(d, target, parsed.operands).c_str());
+      return nullptr;
+    }
+    return PyLong_FromLong(static_cast<long>(d));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
+// Whether every member of a foreach call can take the fused kernel at once, decided in one call instead of per
+// member in Python: args (tensors, lists, grad_enabled), `lists` a tuple of sequences of the members' operands.
+// Per member: decide_write() says IN_PLACE (its operands 'o'), and what the fused kernel needs of a call it takes
+// without the Python checks: plain tensors, operands of the member's dtype and shape, in grad mode nothing that
+// requires grad (the kernel records no autograd), no forward-mode tangent. False for anything else (numbers,
+// subclasses, length mismatches): the Python path then checks and decides per member.
 PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 3 || !PyList_Check(args[0]) || !PyTuple_Check(args[1])) Py_RETURN_FALSE;
   try {
@@ -62,22 +163,25 @@ PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
       PyObject* list = PyTuple_GET_ITEM(lists, l);
       if (!(PyList_Check(list) || PyTuple_Check(list)) || PySequence_Fast_GET_SIZE(list) != n) Py_RETURN_FALSE;
     }
+    c10::SmallVector<safe_ops::Operand, 4> operands(nlists);
     for (Py_ssize_t i = 0; i < n; ++i) {
       PyObject* member = PyList_GET_ITEM(tensors, i);
       if (!safe_ops::python::is_plain_tensor(member)) Py_RETURN_FALSE;
       const at::Tensor& t = THPVariable_Unpack(member);
-      if (safe_ops::decide(t) != safe_ops::Decision::kIN_PLACE || (grad && t.requires_grad()) ||
-          safe_ops::autograd::has_tangent(t)) {
-        Py_RETURN_FALSE;
-      }
+      if ((grad && t.requires_grad()) || safe_ops::autograd::has_tangent(t)) Py_RETURN_FALSE;
       for (Py_ssize_t l = 0; l < nlists; ++l) {
         PyObject* operand = PySequence_Fast_ITEMS(PyTuple_GET_ITEM(lists, l))[i];
-        if (operand == member || !safe_ops::python::is_plain_tensor(operand)) Py_RETURN_FALSE;
+        if (!safe_ops::python::is_plain_tensor(operand)) Py_RETURN_FALSE;
         const at::Tensor& o = THPVariable_Unpack(operand);
         if (o.scalar_type() != t.scalar_type() || !o.sizes().equals(t.sizes()) || (grad && o.requires_grad()) ||
             safe_ops::autograd::has_tangent(o)) {
           Py_RETURN_FALSE;
         }
+        operands[l].role = 'o';
+        operands[l].tensor = &o;
+      }
+      if (safe_ops::decide_write(t, 't', operands, safe_ops::Mode::kEager) != safe_ops::Decision::kIN_PLACE) {
+        Py_RETURN_FALSE;
       }
     }
     Py_RETURN_TRUE;
@@ -204,6 +308,8 @@ PyMethodDef methods[] = {
     {"_inplace_decision", inplace_decision, METH_O, "In-place safety decision for a tensor (Decision's value)."},
     {"_make_front", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(make_front)), METH_FASTCALL,
      "A functional op as a builtin calling its fast entries, else its Python wrapper."},
+    {"_decide_write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(decide_write)), METH_FASTCALL,
+     "The in-place decision for a call (target, operands, roles, compiled): Decision's value."},
     {"_foreach_plain", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(foreach_plain)), METH_FASTCALL,
      "Whether every member of a foreach call (tensors, lists, grad_enabled) is a plain in-place write."},
     {"_any_tangent", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(any_tangent)), METH_FASTCALL,

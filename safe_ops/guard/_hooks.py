@@ -1,8 +1,10 @@
 """The guard's place on the saved_tensors_hooks stack: torch's (private) entry points to that stack, the patch
 that composes hooks a user pushes inside a guard with the guard's own, and ``hooks_are_only_guards()``.
 
-It imports nothing from safe_ops, so safe_ops._inplace can import it at module level without a cycle; the
-thread state (``_state``) tells it what the guard pushed through two thread-local slots.
+The thread state (``_state``) tells it what the guard pushed through two thread-local slots; ``set_thread_hooks``
+also tells the core, through torch's op registry (``torch.ops.safe_ops._set_guard_pack_hook``, defined in
+``csrc/core/inplace_decision.cpp``), so that its in-place decision need not copy for the guard's hooks alone: the
+core never imports the guard, and the guard imports nothing from safe_ops.
 """
 from __future__ import annotations
 
@@ -37,22 +39,30 @@ def top_hooks() -> Optional[Tuple[Hook, Hook]]:
         return top()
 
 
+def _tell_core(plain_pack: Optional[Hook]) -> None:
+    # The address of the pack hook (CPython's id), which the core compares with the top of the hooks stack.
+    torch.ops.safe_ops._set_guard_pack_hook(0 if plain_pack is None else id(plain_pack))
+
+
 def set_thread_hooks(plain_pack: Optional[Hook], compose: Callable[[Hook, Hook], Tuple[Hook, Hook]]) -> None:
     _tls.plain_pack = plain_pack
     _tls.compose = compose
+    _tell_core(plain_pack)
 
 
 def clear_thread_hooks() -> None:
     _tls.plain_pack = None
     _tls.compose = None
+    _tell_core(None)
 
 
 def hooks_are_only_guards() -> bool:
     """Whether the saved_tensors_hooks active on this thread are a guard's own, composed with no user hook.
 
-    For safe_ops' in-place-when-safe decision, which copies whenever hooks are active because a hook may hold a
-    tensor where reference counts cannot see it: a guard's record holds a detached alias of each saved tensor,
-    which does raise its storage's use count, so under the guard alone that rule is not needed.
+    The core's in-place decision asks the same in C++ (set_thread_hooks tells it the guard's pack hook): it copies
+    whenever hooks are active because a hook may hold a tensor where reference counts cannot see it, but a guard's
+    record holds a detached alias of each saved tensor, which does raise its storage's use count, so under the
+    guard alone that rule is not needed.
     """
     plain = getattr(_tls, "plain_pack", None)
     if plain is None:
