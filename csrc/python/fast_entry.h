@@ -303,7 +303,7 @@ using OptTensor = const std::optional<at::Tensor>&;
 #define SAFE_OPS_METHOD(name) \
   {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(name)), METH_FASTCALL, nullptr}
 
-// The generated table (build/generated/registration.cpp), terminated by a null entry.
+// The generated table (csrc/generated/entries.cpp), terminated by a null entry.
 extern PyMethodDef fast_entries[];
 
 }  // namespace safe_ops::python

@@ -7,7 +7,7 @@ from torch.func import vmap
 
 import safe_ops
 
-from .core import Check, DTensorCase, ErrorInput, OpInfo, Sample, make_tensor
+from .core import FLOAT_DTYPES, Check, DTensorCase, ErrorInput, OpInfo, Sample, make_tensor
 from .samples import A34, B5, INTS
 
 B = 3  # vmap batch size
@@ -266,7 +266,7 @@ OP = OpInfo(
         Check("out", "out", _out),
         *(Check("cuda", f"groups_and_tails-{k}-{str(d)[6:]}-{n}", lambda k=k, d=d, n=n: _cuda_groups_and_tails(k, d, n))
           for k in (1, 7, 8, 9, 17)
-          for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+          for d in FLOAT_DTYPES
           for n in (1, 3, 4097, 1 << 20)),
         Check("cuda", "runs_on_the_current_stream", _cuda_runs_on_the_current_stream),
         Check("cuda", "weights_tensor_backward_and_no_host_sync", _cuda_weights_tensor_backward_and_no_host_sync),
