@@ -140,7 +140,7 @@ PATTERNS: Dict[str, Pattern] = {
 }
 
 
-# Where the op's own dtype support answers before the write (integer lerp, addcdiv, accumulate): the agreement test
+# Where the op's own dtype support answers before the write (an op without integer kernels or twin): the agreement test
 # only.
 DECISION_ONLY = {"integer target, integer operands"}
 
