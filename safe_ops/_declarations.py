@@ -101,6 +101,11 @@ class ForeachOp:
     def params(self) -> Tuple[str, ...]:
         return ("tensors",) + self.lists + (self.number,)
 
+    def decision_roles(self, noperands: int) -> str:
+        """A member and its tensor operands as the in-place decision reads them (csrc/core/inplace_decision.h):
+        every operand joins the shape, and an operand of another floating dtype is cast into the member ('t')."""
+        return "t" + "o" * noperands
+
 
 @dataclass(frozen=True)
 class BackwardOp:

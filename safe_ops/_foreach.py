@@ -100,7 +100,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
     writable, compiled_decision, decide = _inplace.writable, _inplace.compiled_decision, _C._decide_write
     all_plain, any_tangent = _C._foreach_plain, _C._any_tangent
     in_place = _inplace.Decision.IN_PLACE.value
-    roles = "t" + "o" * nlists  # a member and its operands, as the decision reads them
+    roles = fop.decision_roles(nlists)
 
     def plain(t: Tensor, others: tuple) -> bool:
         # The fused kernel's case: the decision says in place, and every operand has the member's dtype and shape.
@@ -177,7 +177,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
                     raise RuntimeError(f"safe_ops.{name}: member {i} needs autograd, and {fop.base} with a gradient "
                                        f"needs operands of the member's dtype {t.dtype}")
                 # Asked now so that a hazard raises before anything is written; the per-tensor op asks again.
-                writable(name, t, decide(t, tensor_others, "t" + "o" * len(tensor_others), False))
+                writable(name, t, decide(t, tensor_others, fop.decision_roles(len(tensor_others)), False))
                 singles.append(i)
                 continue
             target = t if writable(name, t, decide(t, m, roles, False)) else t.clone()
