@@ -53,12 +53,16 @@ def _train_steps(model, steps=3):
         yield
 
 
+def _three_emas(model):
+    """timm's foreach EMA of `model` over safe_ops.foreach_lerp_, torch._foreach_lerp_ and safe_ops.lerp_ per member."""
+    return (ModelEmaV3Foreach(model, safe_ops.foreach_lerp_), ModelEmaV3Foreach(model, torch._foreach_lerp_),
+            ModelEmaV3Foreach(model, lambda e, m, w: [safe_ops.lerp_(a, b, w) for a, b in zip(e, m)]))
+
+
 def test_timm_model_ema_v3_on_foreach_lerp_matches_torch_foreach():
     torch.manual_seed(0)
     model = SmallResNet()
-    ours = ModelEmaV3Foreach(model, safe_ops.foreach_lerp_)
-    theirs = ModelEmaV3Foreach(model, torch._foreach_lerp_)
-    per_tensor = ModelEmaV3Foreach(model, lambda e, m, w: [safe_ops.lerp_(a, b, w) for a, b in zip(e, m)])
+    ours, theirs, per_tensor = _three_emas(model)
     for _ in _train_steps(model):
         for ema in (ours, theirs, per_tensor):
             ema.apply_update_no_buffers_(model, 0.9)
@@ -73,9 +77,7 @@ def test_timm_state_dict_update_matches_per_tensor_and_torch():
     same results as safe_ops.lerp_ gives them, and where those write in place the EMA is torch's."""
     torch.manual_seed(0)
     model = SmallResNet()
-    ours = ModelEmaV3Foreach(model, safe_ops.foreach_lerp_)
-    theirs = ModelEmaV3Foreach(model, torch._foreach_lerp_)
-    per_tensor = ModelEmaV3Foreach(model, lambda e, m, w: [safe_ops.lerp_(a, b, w) for a, b in zip(e, m)])
+    ours, theirs, per_tensor = _three_emas(model)
     for _ in _train_steps(model):
         results = ours.apply_update_(model, 0.9)
         theirs.apply_update_(model, 0.9)
