@@ -122,7 +122,7 @@ def make(fop: ForeachOp, single: Callable) -> Callable:
     def run(tensors, lists: tuple, number):
         # The common case, decided in one C call: every member a plain in-place write autograd need not record.
         if not is_compiling() and type(number) in (float, int):
-            if all_plain(tensors, lists, torch.is_grad_enabled()):
+            if all_plain(tensors, lists, torch.is_grad_enabled(), roles):
                 n = len(tensors)
                 operands = lists[0] if nlists == 1 else [o for m in zip(*lists) for o in m]
                 fused(tensors, operands, [float(number)] * n, None)

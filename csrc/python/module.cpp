@@ -147,17 +147,29 @@ PyObject* decide_write(PyObject* /*module*/, PyObject* const* args, Py_ssize_t n
 
 // Whether every member of a foreach call can take the fused kernel at once, decided in one call instead of per
 // member in Python: args (tensors, lists, grad_enabled), `lists` a tuple of sequences of the members' operands.
-// Per member: decide_write() says IN_PLACE (its operands 'o'), and what the fused kernel needs of a call it takes
-// without the Python checks: plain tensors, operands of the member's dtype and shape, in grad mode nothing that
+// args (tensors, lists, grad_enabled, roles): `roles` the member's and its operands' as the declarations give them
+// (ForeachOp.decision_roles). Per member: decide_write() says IN_PLACE, and what the fused kernel needs of a call it
+// takes without the Python checks: plain tensors, operands of the member's dtype and shape, in grad mode nothing that
 // requires grad (the kernel records no autograd), no forward-mode tangent. False for anything else (numbers,
 // subclasses, length mismatches): the Python path then checks and decides per member.
 PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 3 || !PyList_Check(args[0]) || !PyTuple_Check(args[1])) Py_RETURN_FALSE;
+  if (nargs != 4 || !PyUnicode_Check(args[3])) {
+    PyErr_SetString(PyExc_TypeError, "_foreach_plain(tensors, lists, grad_enabled, roles: str)");
+    return nullptr;
+  }
+  if (!PyList_Check(args[0]) || !PyTuple_Check(args[1])) Py_RETURN_FALSE;  // the Python path checks them
   try {
     PyObject* tensors = args[0];
     PyObject* lists = args[1];
     const bool grad = PyObject_IsTrue(args[2]) == 1;
     const Py_ssize_t n = PyList_GET_SIZE(tensors), nlists = PyTuple_GET_SIZE(lists);
+    Py_ssize_t nroles = 0;
+    const char* roles = PyUnicode_AsUTF8AndSize(args[3], &nroles);
+    if (roles == nullptr) return nullptr;
+    if (nroles != nlists + 1) {
+      PyErr_SetString(PyExc_ValueError, "_foreach_plain: one role per operand list, the member's first");
+      return nullptr;
+    }
     if (n == 0) Py_RETURN_FALSE;
     for (Py_ssize_t l = 0; l < nlists; ++l) {
       PyObject* list = PyTuple_GET_ITEM(lists, l);
@@ -177,10 +189,10 @@ PyObject* foreach_plain(PyObject* /*module*/, PyObject* const* args, Py_ssize_t 
             safe_ops::autograd::has_tangent(o)) {
           Py_RETURN_FALSE;
         }
-        operands[l].role = 'o';
+        operands[l].role = roles[1 + l];
         operands[l].tensor = &o;
       }
-      if (safe_ops::decide_write(t, 't', operands, safe_ops::Mode::kEager) != safe_ops::Decision::kIN_PLACE) {
+      if (safe_ops::decide_write(t, roles[0], operands, safe_ops::Mode::kEager) != safe_ops::Decision::kIN_PLACE) {
         Py_RETURN_FALSE;
       }
     }
@@ -311,7 +323,7 @@ PyMethodDef methods[] = {
     {"_decide_write", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(decide_write)), METH_FASTCALL,
      "The in-place decision for a call (target, operands, roles, compiled): Decision's value."},
     {"_foreach_plain", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(foreach_plain)), METH_FASTCALL,
-     "Whether every member of a foreach call (tensors, lists, grad_enabled) is a plain in-place write."},
+     "Whether every member of a foreach call (tensors, lists, grad_enabled, roles) is a plain in-place write."},
     {"_any_tangent", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(any_tangent)), METH_FASTCALL,
      "Whether any tensor argument carries a forward-mode tangent."},
     {nullptr, nullptr, 0, nullptr}};
